@@ -1,0 +1,21 @@
+"""fatvit: the Fully Adaptive Transformer (FAT) family in PyTorch.
+
+Importing the package registers ``fat_b0`` ... ``fat_b5`` and ``fat_b3_st``
+with timm, so ``timm.create_model("fat_b0")`` works.
+"""
+
+from .checkpoint import CheckpointError, load_checkpoint, read_state_dict, save_safetensors
+from .models import FAT, MODEL_CONFIGS, model_names
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FAT",
+    "MODEL_CONFIGS",
+    "CheckpointError",
+    "load_checkpoint",
+    "model_names",
+    "read_state_dict",
+    "save_safetensors",
+    "__version__",
+]

@@ -1,0 +1,133 @@
+"""Reading and writing FAT weights.
+
+Accepted formats, recognised by content rather than by name:
+
+* the authors' files: a dict whose ``model`` entry is the state dict
+  (also ``state_dict``, ``state_dict_ema`` or ``model_ema`` entries);
+* fatvit training checkpoints (a dict with a ``model`` entry, see
+  :mod:`fatvit.train`);
+* a bare state dict saved with ``torch.save``;
+* ``.safetensors`` files.
+
+Pickled files are read with ``weights_only=True``: a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, Union
+
+import torch
+from safetensors.torch import load_file as _load_safetensors
+from safetensors.torch import save_file as _save_safetensors
+from torch import nn
+
+__all__ = ["CheckpointError", "read_state_dict", "load_checkpoint", "save_safetensors"]
+
+PathLike = Union[str, os.PathLike]
+
+#: Entries of a checkpoint dict that hold the model's state dict, in order of preference.
+STATE_DICT_ENTRIES = ("model", "state_dict")
+EMA_ENTRIES = ("model_ema", "state_dict_ema")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be read, or does not fit the model."""
+
+
+def _short_list(keys: Iterable[str], limit: int = 5) -> str:
+    keys = list(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f" ... ({len(keys)} in all)" if len(keys) > limit else "")
+
+
+def read_state_dict(path: PathLike, use_ema: bool = False) -> Dict[str, torch.Tensor]:
+    """Read the model state dict stored in ``path``, whatever its format.
+
+    Args:
+        path: a ``.safetensors`` file or a ``torch.save`` file.
+        use_ema: take the EMA weights of a training checkpoint when present.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable or holds no state dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            return dict(_load_safetensors(str(path), device="cpu"))
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt file, foreign pickle, truncated write
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from None
+    if isinstance(obj, Mapping):
+        entries = (EMA_ENTRIES + STATE_DICT_ENTRIES) if use_ema else STATE_DICT_ENTRIES
+        for entry in entries:
+            if isinstance(obj.get(entry), Mapping):
+                obj = obj[entry]
+                break
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(
+            f"{path} holds no state dict (expected a dict of tensors, or a dict with a 'model' entry)"
+        )
+    # weights saved from DistributedDataParallel or torch.compile carry a prefix
+    state_dict = {}
+    for key, value in obj.items():
+        for prefix in ("module.", "_orig_mod."):
+            if key.startswith(prefix):
+                key = key[len(prefix) :]
+        state_dict[key] = value
+    return state_dict
+
+
+def load_checkpoint(
+    model: nn.Module,
+    path: PathLike,
+    strict: bool = True,
+    use_ema: bool = False,
+) -> List[str]:
+    """Load the weights in ``path`` into ``model``.
+
+    With ``strict=True`` every key must match in name and shape; otherwise
+    keys whose shapes differ (a classifier for another number of classes, for
+    instance) are skipped and their names returned.
+
+    Raises:
+        CheckpointError: naming the missing, unexpected or mis-shaped keys.
+    """
+    state_dict = read_state_dict(path, use_ema=use_ema)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    mismatched = [
+        f"{k} (checkpoint {tuple(state_dict[k].shape)}, model {tuple(own[k].shape)})"
+        for k in own
+        if k in state_dict and state_dict[k].shape != own[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_short_list(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_short_list(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatch: {_short_list(mismatched, 3)}")
+    if strict and problems:
+        raise CheckpointError(f"{path} does not fit {type(model).__name__}: " + "; ".join(problems))
+    skipped = [k for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
+    for key in skipped:
+        del state_dict[key]
+    model.load_state_dict(state_dict, strict=False)
+    return skipped + missing
+
+
+def save_safetensors(model_or_state: Union[nn.Module, Mapping[str, torch.Tensor]], path: PathLike) -> None:
+    """Write a model's weights (or a state dict) as ``.safetensors``, atomically."""
+    state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    _save_safetensors(tensors, str(tmp))
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

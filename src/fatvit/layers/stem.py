@@ -1,0 +1,44 @@
+"""The convolutional stem of FAT (overall stride 4)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["ConvBNAct", "ConvStem"]
+
+
+class ConvBNAct(nn.Module):
+    """Conv3x3 (with bias) -> BatchNorm -> ReLU, stored as ``conv.0`` and ``conv.1``."""
+
+    def __init__(self, in_dim: int, out_dim: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(in_dim, out_dim, 3, stride=stride, padding=1),
+            nn.BatchNorm2d(out_dim),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class ConvStem(nn.Module):
+    """Two stride-2 and two stride-1 conv units, a pointwise conv and a GroupNorm(1, C).
+
+    Maps ``(B, in_chans, H, W)`` to ``(B, dim, ceil(H/4), ceil(W/4))``.
+    """
+
+    def __init__(self, in_chans: int, dim: int) -> None:
+        super().__init__()
+        self.conv1 = ConvBNAct(in_chans, dim // 2, stride=2)
+        self.conv2 = ConvBNAct(dim // 2, dim, stride=2)
+        self.conv3 = ConvBNAct(dim, dim)
+        self.conv4 = ConvBNAct(dim, dim)
+        self.conv5 = nn.Conv2d(dim, dim, 1)
+        self.layernorm = nn.GroupNorm(1, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv2(self.conv1(x))
+        x = self.conv4(self.conv3(x))
+        return self.layernorm(self.conv5(x))

@@ -1,0 +1,458 @@
+"""FAT: the Fully Adaptive Transformer family.
+
+"Lightweight Vision Transformer with Bidirectional Interaction" (NeurIPS 2023).
+
+Layout of this file (as in timm's model files): the block, the stage, the
+model, then the size configurations (data) and their timm registration.
+
+The state-dict layout is the authors' (``patch_embed``, ``layers.{i}.blocks.{j}``,
+``norm``, ``head``), so their checkpoints load with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.utils.checkpoint
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import DropPath, trunc_normal_
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+from torch import nn
+
+from ..layers import FASA, ConvFFN, ConvStem, DownsampleShortcut
+
+__all__ = ["FAT", "FATBlock", "FATStage", "FATConfig", "MODEL_CONFIGS", "model_names"]
+
+
+class FATBlock(nn.Module):
+    """One FAT block (paper, "Overall Architecture")::
+
+        X = CPE(X_in) + X_in
+        Y = FASA(LN(X)) + X
+        Z = ConvFFN(LN(Y)) + ShortCut(Y)
+
+    ``LN`` is GroupNorm(1, C) over the channels-first map. With ``out_dim``
+    set, the block ends its stage: its ConvFFN and shortcut downsample by 2
+    and widen to ``out_dim``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        kernel_size: int,
+        window_size: int,
+        mlp_kernel_size: int = 5,
+        mlp_ratio: float = 4.0,
+        out_dim: Optional[int] = None,
+        drop_path: float = 0.0,
+        interaction: str = "bidirectional",
+    ) -> None:
+        super().__init__()
+        stride = 1 if out_dim is None else 2
+        out_dim = dim if out_dim is None else out_dim
+        self.cpe = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.norm1 = nn.GroupNorm(1, dim)
+        self.attn = FASA(dim, num_heads, kernel_size, window_size, interaction=interaction)
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = nn.GroupNorm(1, dim)
+        self.downsample = DownsampleShortcut(dim, out_dim) if stride == 2 else nn.Identity()
+        self.ffn = ConvFFN(dim, int(dim * mlp_ratio), out_dim, mlp_kernel_size, stride=stride)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward_mixer(self, x: torch.Tensor) -> torch.Tensor:
+        """Token mixing at the block's input resolution: CPE and FASA."""
+        x = x + self.cpe(x)
+        return x + self.drop_path1(self.attn(self.norm1(x)))
+
+    def forward_ffn(self, x: torch.Tensor) -> torch.Tensor:
+        """Channel mixing, and the downsampling of a stage's last block."""
+        return self.downsample(x) + self.drop_path2(self.ffn(self.norm2(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_ffn(self.forward_mixer(x))
+
+
+class FATStage(nn.Module):
+    """``depth`` blocks at one width; the last downsamples when ``out_dim`` is set."""
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        kernel_size: int,
+        window_size: int,
+        mlp_kernel_size: int,
+        mlp_ratio: float,
+        out_dim: Optional[int],
+        drop_path: Sequence[float],
+        interaction: str = "bidirectional",
+    ) -> None:
+        super().__init__()
+        self.grad_checkpointing = False
+        self.blocks = nn.Sequential(
+            *[
+                FATBlock(
+                    dim,
+                    num_heads,
+                    kernel_size,
+                    window_size,
+                    mlp_kernel_size,
+                    mlp_ratio,
+                    out_dim=out_dim if j == depth - 1 else None,
+                    drop_path=drop_path[j],
+                    interaction=interaction,
+                )
+                for j in range(depth)
+            ]
+        )
+
+    def forward_to_feature(self, x: torch.Tensor) -> torch.Tensor:
+        """All blocks but the last, then the last block's token mixer.
+
+        This is the deepest point of the stage at its own resolution and
+        width: the stage's feature map for dense prediction.
+        """
+        last = len(self.blocks) - 1
+        for j, block in enumerate(self.blocks):
+            use_ckpt = self.grad_checkpointing and not torch.jit.is_scripting()
+            if j < last:
+                if use_ckpt:
+                    x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+                else:
+                    x = block(x)
+            else:
+                if use_ckpt:
+                    x = torch.utils.checkpoint.checkpoint(block.forward_mixer, x, use_reentrant=False)
+                else:
+                    x = block.forward_mixer(x)
+        return x
+
+    def forward_from_feature(self, x: torch.Tensor) -> torch.Tensor:
+        """The last block's ConvFFN: the transition to the next stage."""
+        block = self.blocks[-1]
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return torch.utils.checkpoint.checkpoint(block.forward_ffn, x, use_reentrant=False)
+        return block.forward_ffn(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_from_feature(self.forward_to_feature(x))
+
+
+class FAT(nn.Module):
+    """Fully Adaptive Transformer.
+
+    The constructor takes the authors' configuration keys (``embed_dims``,
+    ``depths``, ``num_heads``, ``kernel_sizes``, ``window_sizes``,
+    ``mlp_kernel_sizes``, ``mlp_ratios``, ``num_classes``) so that
+    ``FAT(**manifest["config"], interaction="reference")`` rebuilds one of
+    their models, plus the usual timm arguments.
+
+    Args:
+        interaction: FASA's combination of its branches: ``"bidirectional"``
+            (the paper's equations) or ``"reference"`` (the released code).
+        in_chans: input image channels.
+        drop_path_rate: stochastic depth, rising linearly from 0 over all blocks.
+        global_pool: ``"avg"`` or ``""`` (no pooling: ``forward_head``
+            returns the map).
+    """
+
+    def __init__(
+        self,
+        embed_dims: Sequence[int] = (32, 80, 160, 256),
+        depths: Sequence[int] = (2, 2, 6, 2),
+        num_heads: Sequence[int] = (2, 5, 10, 16),
+        kernel_sizes: Sequence[int] = (3, 5, 7, 9),
+        window_sizes: Sequence[int] = (8, 4, 2, 1),
+        mlp_kernel_sizes: Sequence[int] = (5, 5, 5, 5),
+        mlp_ratios: Sequence[float] = (4, 4, 4, 4),
+        num_classes: int = 1000,
+        interaction: str = "bidirectional",
+        in_chans: int = 3,
+        drop_path_rate: float = 0.0,
+        global_pool: str = "avg",
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        lengths = {len(v) for v in (embed_dims, depths, num_heads, kernel_sizes, window_sizes, mlp_kernel_sizes, mlp_ratios)}
+        if len(lengths) != 1:
+            raise ValueError("embed_dims, depths, num_heads, kernel_sizes, window_sizes, "
+                             "mlp_kernel_sizes and mlp_ratios must have one entry per stage")
+        if global_pool not in ("avg", ""):
+            raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
+        num_stages = len(depths)
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.interaction = interaction
+        self.num_features = self.head_hidden_size = embed_dims[-1]
+        self.grad_checkpointing = False
+
+        self.patch_embed = ConvStem(in_chans, embed_dims[0])
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.layers = nn.ModuleList()
+        self.feature_info: List[Dict[str, Any]] = []
+        start = 0
+        for i in range(num_stages):
+            self.layers.append(
+                FATStage(
+                    embed_dims[i],
+                    depths[i],
+                    num_heads[i],
+                    kernel_sizes[i],
+                    window_sizes[i],
+                    mlp_kernel_sizes[i],
+                    mlp_ratios[i],
+                    out_dim=embed_dims[i + 1] if i < num_stages - 1 else None,
+                    drop_path=dpr[start : start + depths[i]],
+                    interaction=interaction,
+                )
+            )
+            start += depths[i]
+            self.feature_info.append(
+                dict(num_chs=embed_dims[i], reduction=2 ** (i + 2), module=f"layers.{i}")
+            )
+        self.norm = nn.GroupNorm(1, embed_dims[-1])
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(embed_dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    # ----- timm model interface -----------------------------------------
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set:
+        return set()
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(
+            stem=r"^patch_embed",
+            blocks=r"^layers\.(\d+)" if coarse else [(r"^layers\.(\d+)\.blocks\.(\d+)", None), (r"^norm", (99999,))],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+        for stage in self.layers:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        self.num_classes = num_classes
+        if global_pool is not None:
+            if global_pool not in ("avg", ""):
+                raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
+            self.global_pool = global_pool
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: Optional[Union[int, List[int]]] = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Forward that also returns the stage feature maps (strides 4, 8, 16, 32).
+
+        A stage's feature is taken after the token mixer (CPE + FASA) of its
+        last block, before that block's ConvFFN downsamples: see
+        ``FATStage.forward_to_feature``.
+
+        Args:
+            indices: take the last n stages if int, all if None, these if a list.
+            norm: apply the final norm to the last stage's feature.
+            stop_early: stop after the last requested feature.
+            output_fmt: only ``"NCHW"``.
+            intermediates_only: return only the features.
+        """
+        assert output_fmt == "NCHW", "Output format must be NCHW."
+        take_indices, max_index = feature_take_indices(len(self.layers), indices)
+        intermediates: List[torch.Tensor] = []
+        last_idx = len(self.layers) - 1
+        x = self.patch_embed(x)
+        for i, stage in enumerate(self.layers):
+            if (stop_early or intermediates_only) and i > max_index:
+                break
+            x = stage.forward_to_feature(x)
+            if i in take_indices:
+                intermediates.append(self.norm(x) if norm and i == last_idx else x)
+            if (stop_early or intermediates_only) and i == max_index and i < last_idx:
+                break
+            x = stage.forward_from_feature(x)
+        if intermediates_only:
+            return intermediates
+        if i == last_idx:
+            x = self.norm(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(
+        self,
+        indices: Union[int, List[int]] = 1,
+        prune_norm: bool = False,
+        prune_head: bool = True,
+    ) -> List[int]:
+        """Drop the stages, norm and head that the given features do not need."""
+        take_indices, max_index = feature_take_indices(len(self.layers), indices)
+        prune_end = max_index < len(self.layers) - 1
+        self.layers = self.layers[: max_index + 1]
+        if prune_norm or prune_end:
+            self.norm = nn.Identity()
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+        if prune_head or prune_end:
+            self.reset_classifier(0, "")
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        for stage in self.layers:
+            x = stage(x)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.global_pool == "avg":
+            x = x.mean((2, 3))
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# ----- configurations --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FATConfig:
+    """One FAT size: the constructor arguments, and what the paper reports for it.
+
+    ``paper_gflops_convention`` says which count the paper's figure matches:
+    ``"conv_linear"`` (multiply-accumulates of convolutions and linear layers,
+    the convention of the released code) or ``"full"`` (attention matmuls and
+    norms included).
+    """
+
+    embed_dims: Tuple[int, ...]
+    depths: Tuple[int, ...]
+    num_heads: Tuple[int, ...]
+    drop_path_rate: float
+    paper_params_m: float
+    paper_gflops: float
+    paper_top1: float
+    paper_gflops_convention: str = "conv_linear"
+    kernel_sizes: Tuple[int, ...] = (3, 5, 7, 9)
+    window_sizes: Tuple[int, ...] = (8, 4, 2, 1)
+    mlp_kernel_sizes: Tuple[int, ...] = (5, 5, 5, 5)
+    mlp_ratios: Tuple[float, ...] = (4, 4, 4, 4)
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    def model_args(self) -> Dict[str, Any]:
+        """Keyword arguments of :class:`FAT` for this size."""
+        args = asdict(self)
+        for key in ("paper_params_m", "paper_gflops", "paper_top1", "paper_gflops_convention", "extra"):
+            args.pop(key)
+        args.update(self.extra)
+        return args
+
+
+MODEL_CONFIGS: Dict[str, FATConfig] = {
+    "fat_b0": FATConfig((32, 80, 160, 256), (2, 2, 6, 2), (2, 5, 10, 16), 0.05, 4.5, 0.7, 77.6),
+    "fat_b1": FATConfig((48, 96, 192, 384), (2, 2, 6, 2), (3, 6, 12, 24), 0.1, 7.8, 1.2, 80.1),
+    "fat_b2": FATConfig((64, 128, 256, 512), (2, 2, 6, 2), (2, 4, 8, 16), 0.1, 13.5, 2.0, 81.9),
+    "fat_b3": FATConfig((64, 128, 256, 512), (4, 4, 16, 4), (2, 4, 8, 16), 0.15, 29.0, 4.4, 83.6),
+    # no released configuration: head width 32, fitted to the paper's size (ARCHITECTURE.md)
+    "fat_b4": FATConfig((96, 192, 384, 768), (4, 4, 17, 2), (3, 6, 12, 24), 0.3, 52.0, 9.3, 84.8),
+    "fat_b5": FATConfig((128, 256, 512, 1024), (3, 3, 17, 2), (4, 8, 16, 32), 0.4, 88.0, 15.1, 85.2),
+    # the Swin-T layout; the paper's 4.7G is the full count
+    "fat_b3_st": FATConfig(
+        (96, 192, 384, 768), (2, 2, 6, 2), (3, 6, 12, 24), 0.15, 29.0, 4.7, 83.0, paper_gflops_convention="full"
+    ),
+}
+
+
+def model_names() -> List[str]:
+    """Names of the registered FAT sizes."""
+    return list(MODEL_CONFIGS)
+
+
+def _cfg(**kwargs: Any) -> Dict[str, Any]:
+    return {
+        "url": "",
+        "num_classes": 1000,
+        "input_size": (3, 224, 224),
+        "pool_size": (7, 7),
+        "crop_pct": 0.875,
+        "interpolation": "bicubic",
+        "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "patch_embed.conv1.conv.0",
+        "classifier": "head",
+        "license": "apache-2.0",
+        "paper_ids": "arXiv:2306.00396",
+        "paper_name": "Lightweight Vision Transformer with Bidirectional Interaction",
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({name: _cfg() for name in MODEL_CONFIGS})
+
+
+def _create_fat(variant: str, pretrained: bool = False, **kwargs: Any) -> FAT:
+    model_args = MODEL_CONFIGS[variant].model_args()
+    model_args.update(kwargs)
+    return build_model_with_cfg(
+        FAT,
+        variant,
+        pretrained,
+        feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3)),
+        **model_args,
+    )
+
+
+@register_model
+def fat_b0(pretrained: bool = False, **kwargs: Any) -> FAT:
+    return _create_fat("fat_b0", pretrained, **kwargs)
+
+
+@register_model
+def fat_b1(pretrained: bool = False, **kwargs: Any) -> FAT:
+    return _create_fat("fat_b1", pretrained, **kwargs)
+
+
+@register_model
+def fat_b2(pretrained: bool = False, **kwargs: Any) -> FAT:
+    return _create_fat("fat_b2", pretrained, **kwargs)
+
+
+@register_model
+def fat_b3(pretrained: bool = False, **kwargs: Any) -> FAT:
+    return _create_fat("fat_b3", pretrained, **kwargs)
+
+
+@register_model
+def fat_b4(pretrained: bool = False, **kwargs: Any) -> FAT:
+    return _create_fat("fat_b4", pretrained, **kwargs)
+
+
+@register_model
+def fat_b5(pretrained: bool = False, **kwargs: Any) -> FAT:
+    return _create_fat("fat_b5", pretrained, **kwargs)
+
+
+@register_model
+def fat_b3_st(pretrained: bool = False, **kwargs: Any) -> FAT:
+    return _create_fat("fat_b3_st", pretrained, **kwargs)
