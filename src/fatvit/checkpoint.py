@@ -23,6 +23,8 @@ from safetensors.torch import load_file as _load_safetensors
 from safetensors.torch import save_file as _save_safetensors
 from torch import nn
 
+from .errors import FatvitError
+
 __all__ = ["CheckpointError", "read_state_dict", "load_checkpoint", "save_safetensors"]
 
 PathLike = Union[str, os.PathLike]
@@ -32,7 +34,7 @@ STATE_DICT_ENTRIES = ("model", "state_dict")
 EMA_ENTRIES = ("model_ema", "state_dict_ema")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(FatvitError):
     """A checkpoint cannot be read, or does not fit the model."""
 
 

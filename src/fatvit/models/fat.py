@@ -12,7 +12,7 @@ The state-dict layout is the authors' (``patch_embed``, ``layers.{i}.blocks.{j}`
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import torch
 import torch.utils.checkpoint
@@ -47,7 +47,7 @@ class FATBlock(nn.Module):
         window_size: int,
         mlp_kernel_size: int = 5,
         mlp_ratio: float = 4.0,
-        out_dim: Optional[int] = None,
+        out_dim: int | None = None,
         drop_path: float = 0.0,
         interaction: str = "bidirectional",
     ) -> None:
@@ -88,7 +88,7 @@ class FATStage(nn.Module):
         window_size: int,
         mlp_kernel_size: int,
         mlp_ratio: float,
-        out_dim: Optional[int],
+        out_dim: int | None,
         drop_path: Sequence[float],
         interaction: str = "bidirectional",
     ) -> None:
@@ -119,17 +119,14 @@ class FATStage(nn.Module):
         """
         last = len(self.blocks) - 1
         for j, block in enumerate(self.blocks):
-            use_ckpt = self.grad_checkpointing and not torch.jit.is_scripting()
-            if j < last:
-                if use_ckpt:
-                    x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
-                else:
-                    x = block(x)
+            # `not torch.jit.is_scripting()` must stay inline: TorchScript skips such branches
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                fn = block if j < last else block.forward_mixer
+                x = torch.utils.checkpoint.checkpoint(fn, x, use_reentrant=False)
+            elif j < last:
+                x = block(x)
             else:
-                if use_ckpt:
-                    x = torch.utils.checkpoint.checkpoint(block.forward_mixer, x, use_reentrant=False)
-                else:
-                    x = block.forward_mixer(x)
+                x = block.forward_mixer(x)
         return x
 
     def forward_from_feature(self, x: torch.Tensor) -> torch.Tensor:
@@ -178,10 +175,14 @@ class FAT(nn.Module):
         drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        lengths = {len(v) for v in (embed_dims, depths, num_heads, kernel_sizes, window_sizes, mlp_kernel_sizes, mlp_ratios)}
+        lengths = {
+            len(v) for v in (embed_dims, depths, num_heads, kernel_sizes, window_sizes, mlp_kernel_sizes, mlp_ratios)
+        }
         if len(lengths) != 1:
-            raise ValueError("embed_dims, depths, num_heads, kernel_sizes, window_sizes, "
-                             "mlp_kernel_sizes and mlp_ratios must have one entry per stage")
+            raise ValueError(
+                "embed_dims, depths, num_heads, kernel_sizes, window_sizes, "
+                "mlp_kernel_sizes and mlp_ratios must have one entry per stage"
+            )
         if global_pool not in ("avg", ""):
             raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
         num_stages = len(depths)
@@ -212,9 +213,7 @@ class FAT(nn.Module):
                 )
             )
             start += depths[i]
-            self.feature_info.append(
-                dict(num_chs=embed_dims[i], reduction=2 ** (i + 2), module=f"layers.{i}")
-            )
+            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=2 ** (i + 2), module=f"layers.{i}"))
         self.norm = nn.GroupNorm(1, embed_dims[-1])
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dims[-1], num_classes) if num_classes > 0 else nn.Identity()
@@ -249,7 +248,7 @@ class FAT(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head
 
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         self.num_classes = num_classes
         if global_pool is not None:
             if global_pool not in ("avg", ""):
@@ -257,10 +256,11 @@ class FAT(nn.Module):
             self.global_pool = global_pool
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
+    @torch.jit.export
     def forward_intermediates(
         self,
         x: torch.Tensor,
-        indices: Optional[Union[int, List[int]]] = None,
+        indices: Union[int, List[int]] | None = None,
         norm: bool = False,
         stop_early: bool = False,
         output_fmt: str = "NCHW",
@@ -283,19 +283,21 @@ class FAT(nn.Module):
         take_indices, max_index = feature_take_indices(len(self.layers), indices)
         intermediates: List[torch.Tensor] = []
         last_idx = len(self.layers) - 1
+        stop = stop_early or intermediates_only
+        done = False  # TorchScript unrolls ModuleList loops and allows no `break` in them
         x = self.patch_embed(x)
         for i, stage in enumerate(self.layers):
-            if (stop_early or intermediates_only) and i > max_index:
-                break
-            x = stage.forward_to_feature(x)
-            if i in take_indices:
-                intermediates.append(self.norm(x) if norm and i == last_idx else x)
-            if (stop_early or intermediates_only) and i == max_index and i < last_idx:
-                break
-            x = stage.forward_from_feature(x)
+            if not done:
+                x = stage.forward_to_feature(x)
+                if i in take_indices:
+                    intermediates.append(self.norm(x) if norm and i == last_idx else x)
+                if stop and i >= max_index and (intermediates_only or i < last_idx):
+                    done = True
+                else:
+                    x = stage.forward_from_feature(x)
         if intermediates_only:
             return intermediates
-        if i == last_idx:
+        if not done:
             x = self.norm(x)
         return x, intermediates
 
@@ -340,6 +342,9 @@ class FAT(nn.Module):
 class FATConfig:
     """One FAT size: the constructor arguments, and what the paper reports for it.
 
+    The paper's parameters (M) and FLOPs (G) are kept as printed (``"29"``,
+    ``"2.0"``) because their precision matters when comparing with them.
+
     ``paper_gflops_convention`` says which count the paper's figure matches:
     ``"conv_linear"`` (multiply-accumulates of convolutions and linear layers,
     the convention of the released code) or ``"full"`` (attention matmuls and
@@ -350,8 +355,8 @@ class FATConfig:
     depths: Tuple[int, ...]
     num_heads: Tuple[int, ...]
     drop_path_rate: float
-    paper_params_m: float
-    paper_gflops: float
+    paper_params_m: str
+    paper_gflops: str
     paper_top1: float
     paper_gflops_convention: str = "conv_linear"
     kernel_sizes: Tuple[int, ...] = (3, 5, 7, 9)
@@ -370,16 +375,18 @@ class FATConfig:
 
 
 MODEL_CONFIGS: Dict[str, FATConfig] = {
-    "fat_b0": FATConfig((32, 80, 160, 256), (2, 2, 6, 2), (2, 5, 10, 16), 0.05, 4.5, 0.7, 77.6),
-    "fat_b1": FATConfig((48, 96, 192, 384), (2, 2, 6, 2), (3, 6, 12, 24), 0.1, 7.8, 1.2, 80.1),
-    "fat_b2": FATConfig((64, 128, 256, 512), (2, 2, 6, 2), (2, 4, 8, 16), 0.1, 13.5, 2.0, 81.9),
-    "fat_b3": FATConfig((64, 128, 256, 512), (4, 4, 16, 4), (2, 4, 8, 16), 0.15, 29.0, 4.4, 83.6),
-    # no released configuration: head width 32, fitted to the paper's size (ARCHITECTURE.md)
-    "fat_b4": FATConfig((96, 192, 384, 768), (4, 4, 17, 2), (3, 6, 12, 24), 0.3, 52.0, 9.3, 84.8),
-    "fat_b5": FATConfig((128, 256, 512, 1024), (3, 3, 17, 2), (4, 8, 16, 32), 0.4, 88.0, 15.1, 85.2),
+    "fat_b0": FATConfig((32, 80, 160, 256), (2, 2, 6, 2), (2, 5, 10, 16), 0.05, "4.5", "0.7", 77.6),
+    "fat_b1": FATConfig((48, 96, 192, 384), (2, 2, 6, 2), (3, 6, 12, 24), 0.1, "7.8", "1.2", 80.1),
+    "fat_b2": FATConfig((64, 128, 256, 512), (2, 2, 6, 2), (2, 4, 8, 16), 0.1, "13.5", "2.0", 81.9),
+    "fat_b3": FATConfig((64, 128, 256, 512), (4, 4, 16, 4), (2, 4, 8, 16), 0.15, "29", "4.4", 83.6),
+    # No released configuration for B4 and B5: head width 32, doubling widths, depths fitted to
+    # the paper's size. ARCHITECTURE.md's B4 depths (4, 4, 17, 2) give 51.21M (-1.5% from the
+    # paper's 52M); moving one block from stage 0 to stage 1 gives 51.58M and 9.29 GMACs.
+    "fat_b4": FATConfig((96, 192, 384, 768), (3, 5, 17, 2), (3, 6, 12, 24), 0.3, "52", "9.3", 84.8),
+    "fat_b5": FATConfig((128, 256, 512, 1024), (3, 3, 17, 2), (4, 8, 16, 32), 0.4, "88", "15.1", 85.2),
     # the Swin-T layout; the paper's 4.7G is the full count
     "fat_b3_st": FATConfig(
-        (96, 192, 384, 768), (2, 2, 6, 2), (3, 6, 12, 24), 0.15, 29.0, 4.7, 83.0, paper_gflops_convention="full"
+        (96, 192, 384, 768), (2, 2, 6, 2), (3, 6, 12, 24), 0.15, "29", "4.7", 83.0, paper_gflops_convention="full"
     ),
 }
 

@@ -1,0 +1,96 @@
+"""load_checkpoint reads every format we promise and names what does not fit."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from conftest import TINY_ARGS
+from fatvit import FAT, CheckpointError, load_checkpoint, save_safetensors
+
+
+@pytest.fixture
+def pair():
+    torch.manual_seed(1)
+    return FAT(**TINY_ARGS), FAT(**TINY_ARGS)
+
+
+def _same(a, b):
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
+
+
+@pytest.mark.parametrize("fmt", ["authors", "bare", "safetensors", "ddp"])
+def test_formats_round_trip(pair, tmp_path, fmt):
+    src, dst = pair
+    if fmt == "authors":
+        path = tmp_path / "ckpt.pth"
+        torch.save({"model": src.state_dict(), "epoch": 3, "max_accuracy": 77.6}, path)
+    elif fmt == "bare":
+        path = tmp_path / "ckpt.pth"
+        torch.save(src.state_dict(), path)
+    elif fmt == "ddp":
+        path = tmp_path / "ckpt.pth"
+        torch.save({"model": {"module." + k: v for k, v in src.state_dict().items()}}, path)
+    else:
+        path = tmp_path / "ckpt.safetensors"
+        save_safetensors(src, path)
+    load_checkpoint(dst, path)
+    _same(src, dst)
+
+
+def test_reference_checkpoint_loads(tiny_reference, tmp_path):
+    manifest, state_dict, _ = tiny_reference
+    torch.save({"model": state_dict}, tmp_path / "authors.pth")
+    model = FAT(**manifest["config"], interaction="reference")
+    load_checkpoint(model, tmp_path / "authors.pth")
+    torch.testing.assert_close(model.head.weight, state_dict["head.weight"])
+
+
+def test_missing_and_unexpected_keys_are_named(pair, tmp_path):
+    src, dst = pair
+    sd = src.state_dict()
+    sd.pop("norm.weight")
+    sd["extra.weight"] = torch.zeros(1)
+    torch.save(sd, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match=r"missing keys: norm\.weight.*unexpected keys: extra\.weight"):
+        load_checkpoint(dst, tmp_path / "bad.pth")
+
+
+def test_other_num_classes_is_a_shape_error_unless_not_strict(pair, tmp_path):
+    src, _ = pair
+    torch.save({"model": src.state_dict()}, tmp_path / "c10.pth")
+    other = FAT(**{**TINY_ARGS, "num_classes": 3})
+    with pytest.raises(
+        CheckpointError, match=r"shape mismatch: head\.weight \(checkpoint \(10, 64\), model \(3, 64\)\)"
+    ):
+        load_checkpoint(other, tmp_path / "c10.pth")
+    skipped = load_checkpoint(other, tmp_path / "c10.pth", strict=False)
+    assert skipped == ["head.weight", "head.bias"]
+    torch.testing.assert_close(other.norm.weight, src.norm.weight)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        pickle.dump({"model": _Evil()}, f)
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_checkpoint(FAT(**TINY_ARGS), path)
+
+
+def test_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(FAT(**TINY_ARGS), tmp_path / "nope.pth")
+    (tmp_path / "junk.pth").write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_checkpoint(FAT(**TINY_ARGS), tmp_path / "junk.pth")
+    torch.save({"epoch": 1}, tmp_path / "nomodel.pth")
+    with pytest.raises(CheckpointError, match="no state dict"):
+        load_checkpoint(FAT(**TINY_ARGS), tmp_path / "nomodel.pth")

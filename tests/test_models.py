@@ -1,0 +1,200 @@
+"""FAT behaves as a timm model: any size, train and eval, features, scripting, compile."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+import fatvit
+from conftest import TINY_ARGS
+from fatvit import FAT
+from fatvit.models import create_model, registered_names
+
+ALL = fatvit.model_names()
+
+
+def test_all_sizes_registered_with_timm():
+    assert set(ALL) == {"fat_b0", "fat_b1", "fat_b2", "fat_b3", "fat_b4", "fat_b5", "fat_b3_st"}
+    assert set(ALL) <= set(timm.list_models("fat_*"))
+    assert set(ALL) <= set(registered_names())
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_pretrained_cfg_and_classifier_names(name):
+    model = timm.create_model(name)
+    cfg = model.pretrained_cfg
+    assert cfg["input_size"] == (3, 224, 224)
+    assert cfg["interpolation"] == "bicubic" and cfg["crop_pct"] == 0.875
+    assert tuple(cfg["mean"]) == timm.data.IMAGENET_DEFAULT_MEAN
+    assert tuple(cfg["std"]) == timm.data.IMAGENET_DEFAULT_STD
+    keys = model.state_dict().keys()
+    assert cfg["first_conv"] + ".weight" in keys
+    assert cfg["classifier"] + ".weight" in keys
+    assert isinstance(model, FAT)
+
+
+def test_create_model_arguments_reach_the_model(tmp_path):
+    model = timm.create_model("fat_b0", num_classes=7, in_chans=1, drop_path_rate=0.2, interaction="reference")
+    assert model.head.out_features == 7
+    assert model.patch_embed.conv1.conv[0].in_channels == 1
+    assert model.layers[0].blocks[0].attn.interaction == "reference"
+    drops = [b.drop_path1.drop_prob for s in model.layers for b in s.blocks if hasattr(b.drop_path1, "drop_prob")]
+    assert drops[-1] == pytest.approx(0.2) and drops == sorted(drops)
+    # checkpoint_path loads the authors' layout ({'model': state_dict})
+    torch.save({"model": model.state_dict()}, tmp_path / "w.pth")
+    loaded = timm.create_model("fat_b0", num_classes=7, in_chans=1, checkpoint_path=str(tmp_path / "w.pth"))
+    torch.testing.assert_close(loaded.head.weight, model.head.weight)
+
+
+def test_default_drop_path_per_size():
+    model = timm.create_model("fat_b1")
+    assert model.layers[-1].blocks[-1].drop_path1.drop_prob == pytest.approx(0.1)
+
+
+def test_unknown_model_name_suggests_closest():
+    with pytest.raises(fatvit.errors.FatvitError, match="did you mean 'fat_b0'"):
+        create_model("fat-b0")
+
+
+@pytest.mark.parametrize("size", [(64, 64), (33, 47), (17, 95), (1, 1)])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_any_input_size_forward_backward(size, mode):
+    torch.manual_seed(0)
+    model = FAT(**TINY_ARGS, drop_path_rate=0.1).train(mode == "train")
+    batch = 2 if mode == "train" else 1  # eval with batch 1 too
+    x = torch.randn(batch, 3, *size, requires_grad=True)
+    out = model(x)
+    assert out.shape == (batch, 10) and torch.isfinite(out).all()
+    out.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing
+
+
+def test_train_mode_batch_one_works():
+    # plain BatchNorm on a 1x1 map in training mode has one value per channel: FAT must still run
+    model = FAT(**TINY_ARGS).train()
+    model(torch.randn(1, 3, 40, 40)).sum().backward()
+
+
+def test_batchnorm_is_plain():
+    model = timm.create_model("fat_b0")
+    kinds = {type(m) for m in model.modules()}
+    assert torch.nn.BatchNorm2d in kinds and torch.nn.SyncBatchNorm not in kinds
+
+
+def test_timm_default_cfg_checks():
+    """The checks of timm's test_model_default_cfgs."""
+    model = timm.create_model("fat_b0").eval()
+    x = torch.randn(1, *model.pretrained_cfg["input_size"])
+    with torch.no_grad():
+        assert model.forward_features(x).shape[-2:] == model.pretrained_cfg["pool_size"]
+        model.reset_classifier(0)
+        assert model(x).shape == (1, model.num_features)
+        model.reset_classifier(0, "")
+        assert model(x).shape[-2:] == model.pretrained_cfg["pool_size"]
+    model.reset_classifier(5, "avg")
+    assert model.get_classifier().out_features == 5
+
+
+def test_forward_head_pre_logits():
+    model = FAT(**TINY_ARGS).eval()
+    feats = model.forward_features(torch.randn(2, 3, 64, 64))
+    assert feats.shape == (2, 64, 2, 2)
+    assert model.forward_head(feats, pre_logits=True).shape == (2, 64)
+    assert model.forward_head(feats).shape == (2, 10)
+
+
+def test_features_only_strides_and_channels():
+    model = timm.create_model("fat_b0", features_only=True).eval()
+    assert model.feature_info.channels() == [32, 80, 160, 256]
+    assert model.feature_info.reduction() == [4, 8, 16, 32]
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        feats = model(x)
+    assert [tuple(f.shape) for f in feats] == [(1, 32, 24, 32), (1, 80, 12, 16), (1, 160, 6, 8), (1, 256, 3, 4)]
+    sub = timm.create_model("fat_b0", features_only=True, out_indices=(1, 3))
+    assert sub.feature_info.channels() == [80, 256]
+    assert [f.shape[1] for f in sub(x)] == [80, 256]
+
+
+@torch.no_grad()
+def test_forward_intermediates_agree_with_forward_features():
+    model = FAT(**TINY_ARGS).eval()
+    x = torch.randn(2, 3, 70, 50)
+    final, inters = model.forward_intermediates(x)
+    torch.testing.assert_close(final, model.forward_features(x))
+    assert [t.shape[1] for t in inters] == [16, 32, 48, 64]
+    assert [t.shape[-2:] for t in inters] == [(18, 13), (9, 7), (5, 4), (3, 2)]
+    # stage features are the last block's token-mixer output, at the stage's resolution
+    first = model.layers[0]
+    torch.testing.assert_close(inters[0], first.forward_to_feature(model.patch_embed(x)))
+    only = model.forward_intermediates(x, indices=[1], intermediates_only=True)
+    torch.testing.assert_close(only[0], inters[1])
+
+
+def test_prune_intermediate_layers():
+    model = FAT(**TINY_ARGS).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        full = model.forward_intermediates(x, intermediates_only=True)
+        model.prune_intermediate_layers([0, 1])
+        pruned = model.forward_intermediates(x, indices=[0, 1], intermediates_only=True)
+    assert len(model.layers) == 2
+    torch.testing.assert_close(pruned[1], full[1])
+
+
+def test_grad_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = FAT(**TINY_ARGS).eval()
+    x = torch.randn(2, 3, 48, 48)
+    model(x).sum().backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.set_grad_checkpointing(True)
+    model(x).sum().backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, expected[n], msg=n)
+
+
+def test_group_matcher_covers_every_parameter():
+    from timm.models import group_parameters
+
+    model = timm.create_model("fat_b0")
+    groups = group_parameters(model, model.group_matcher())
+    names = {n for g in groups.values() for n in g}
+    assert names == {n for n, _ in model.named_parameters()}
+    assert model.no_weight_decay() == set()
+
+
+@torch.no_grad()
+def test_torchscript_matches_eager():
+    model = FAT(**TINY_ARGS).eval()
+    scripted = torch.jit.script(model)
+    x = torch.randn(1, 3, 45, 61)
+    torch.testing.assert_close(scripted(x), model(x))
+    feats = scripted.forward_intermediates(x, intermediates_only=True)
+    assert len(feats) == 4
+
+
+@torch.no_grad()
+def test_torch_compile_matches_eager():
+    model = FAT(**TINY_ARGS).eval()
+    compiled = torch.compile(model)
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(compiled(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_channels_last_matches():
+    model = FAT(**TINY_ARGS).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+        got = model.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_mismatched_config_lengths_rejected():
+    with pytest.raises(ValueError, match="one entry per stage"):
+        FAT(embed_dims=(16, 32), depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1))
