@@ -27,7 +27,6 @@ channel ``c`` belongs to head ``c // head_dim``.
 from __future__ import annotations
 
 import math
-from typing import List
 
 import torch
 import torch.nn.functional as F
@@ -110,16 +109,23 @@ class FASA(nn.Module):
         self.mixer = nn.Conv2d(dim, dim, 1)
         self.pool = RefinedDownsample(dim, window_size) if window_size > 1 else nn.Identity()
 
+    def _to_heads(self, t: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, heads, H*W, head_dim), with unit stride in the last dim.
+
+        In channels-last memory this is a view. SDPA's fused CPU kernel needs
+        the unit stride, so a channels-first map is copied once here.
+        """
+        b = t.shape[0]
+        t = t.flatten(2).transpose(1, 2).reshape(b, -1, self.num_heads, self.head_dim).transpose(1, 2)
+        return t if t.stride(-1) == 1 else t.contiguous()
+
     def global_aggregation(self, q: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """X'_global = MHSA(Q, pool(K), pool(V)), returned as ``(B, C, H, W)``."""
+        """X'_global = MHSA(Q, pool(K), pool(V)), returned as ``(B, C, H, W)`` in ``q``'s memory format."""
         b, c, h, w = q.shape
         k, v = self.kv(self.pool(x)).chunk(2, dim=1)
-        # (B, C, *) -> (B, heads, tokens, head_dim)
-        shape: List[int] = [b, self.num_heads, self.head_dim, -1]
-        q = q.reshape(shape).transpose(-1, -2)
-        k = k.reshape(shape).transpose(-1, -2)
-        v = v.reshape(shape).transpose(-1, -2)
-        out = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(d)) v
+        out = F.scaled_dot_product_attention(self._to_heads(q), self._to_heads(k), self._to_heads(v))
+        if q.is_contiguous(memory_format=torch.channels_last):
+            return out.transpose(1, 2).reshape(b, h, w, c).permute(0, 3, 1, 2)
         return out.transpose(-1, -2).reshape(b, c, h, w)
 
     def local_aggregation(self, q: torch.Tensor) -> torch.Tensor:

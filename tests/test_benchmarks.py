@@ -1,0 +1,24 @@
+"""The benchmark scripts run end to end and report ratios to their baseline (no timing is asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from conftest import REPO
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_latency_benchmark_reports_ratios(capsys):
+    rows = _load("latency").main(
+        ["--models", "fat_b0", "edgenext_x_small", "--rounds", "1", "--warmup", "0", "--batch-sizes", "1"]
+    )
+    assert [r["model"] for r in rows] == ["fat_b0", "edgenext_x_small"]
+    assert rows[0]["ratio_to_baseline"] == 1.0 and rows[0]["input"] == 224
+    assert rows[1]["input"] == 256  # peers run at their own resolution
+    assert "x fat_b0" in capsys.readouterr().out
