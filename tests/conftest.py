@@ -48,3 +48,46 @@ TINY_ARGS = dict(
     num_heads=(1, 2, 3, 4),
     num_classes=10,
 )
+
+
+def make_image_folder(root: Path, classes=("cat", "dog", "owl"), n_train: int = 8, n_val: int = 3) -> Path:
+    """An ImageNet-style folder of small synthetic images in every format we promise to read.
+
+    Each class has its own colour pattern, so a model can learn it.
+    """
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    formats = [("RGB", ".jpg"), ("RGB", ".png"), ("RGB", ".webp"), ("L", ".png"), ("P", ".png"), ("RGBA", ".png"),
+               ("CMYK", ".jpg")]  # fmt: skip
+    for split, n in (("train", n_train), ("val", n_val)):
+        for c, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                base = np.zeros((36, 36, 3), np.uint8)
+                base[..., c % 3] = 200
+                base[:: 2 + c, :, (c + 1) % 3] = 120
+                noisy = np.clip(base + rng.integers(0, 40, base.shape), 0, 255).astype(np.uint8)
+                mode, ext = formats[(i + c) % len(formats)]
+                Image.fromarray(noisy).convert(mode).save(folder / f"{i}{ext}")
+    return root
+
+
+TINY_MODEL_OVERRIDES = [
+    "model_kwargs.embed_dims=[16, 32, 48, 64]",
+    "model_kwargs.depths=[1, 2, 2, 1]",
+    "model_kwargs.num_heads=[1, 2, 3, 4]",
+]
+
+# a fast recipe for behavioural tests: tiny model, small images, one worker-less process
+FAST_RECIPE = [
+    *TINY_MODEL_OVERRIDES,
+    "img_size=32",
+    "batch_size=4",
+    "workers=0",
+    "warmup_epochs=1",
+    "lr=0.004",
+    "log_every=1",
+]

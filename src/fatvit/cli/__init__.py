@@ -7,9 +7,10 @@ import sys
 from typing import List
 
 from ..errors import FatvitError
-from . import summary
+from . import eval as eval_verb
+from . import summary, train
 
-VERBS = {"summary": summary}
+VERBS = {"train": train, "eval": eval_verb, "summary": summary}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,259 @@
+"""Data for training and evaluation.
+
+* :class:`SafeImageFolder`: ImageNet-style ``root/<class>/*`` folders; every
+  image is converted to RGB (grayscale, palette, CMYK, alpha); an unreadable
+  or truncated file is reported by path and skipped, never a crash.
+* :func:`digits_splits`: scikit-learn's handwritten digits (a real data set
+  shipped inside that package) as a small image classification set with a
+  fixed, stratified train/val split: the default data set.
+* :class:`SeededDataset` and :class:`ResumableSampler`: the order of samples
+  and every random augmentation are functions of (seed, epoch, index), so a
+  run stopped mid-epoch resumes on exactly the same data, whatever the
+  number of loader workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import default_collate as _default_collate
+from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from .errors import FatvitError
+
+__all__ = [
+    "SafeImageFolder",
+    "DigitsDataset",
+    "digits_splits",
+    "SeededDataset",
+    "ResumableSampler",
+    "collate_skipping",
+    "Splits",
+    "build_splits",
+]
+
+_log = logging.getLogger(__name__)
+
+#: Image formats read from folders (torchvision's list, WebP included).
+EXTENSIONS = tuple(sorted(set(IMG_EXTENSIONS) | {".webp"}))
+
+
+def _is_image(path: str) -> bool:
+    return path.lower().endswith(EXTENSIONS)
+
+
+def load_rgb(path: str) -> Image.Image:
+    """Open an image and convert it to RGB (grayscale, palette, CMYK and alpha images included)."""
+    with open(path, "rb") as f:
+        img = Image.open(f)
+        img.load()
+    return img.convert("RGB")
+
+
+class SafeImageFolder(ImageFolder):
+    """An ``ImageFolder`` whose unreadable images are reported by path and skipped.
+
+    ``__getitem__`` returns ``None`` for such a file (after a warning naming
+    it); :func:`collate_skipping` drops those samples from the batch and
+    counts them.
+    """
+
+    def __init__(self, root: str | Path, transform: Optional[Callable] = None) -> None:
+        root = Path(root)
+        if not root.is_dir():
+            raise FatvitError(f"data folder not found: {root}")
+        try:
+            super().__init__(str(root), transform=transform, loader=load_rgb, is_valid_file=_is_image)
+        except (FileNotFoundError, RuntimeError) as err:
+            raise FatvitError(f"no images in {root}: expected {root}/<class>/<image> ({err})") from None
+
+    def __getitem__(self, index: int) -> Optional[Tuple[Any, int]]:
+        path, target = self.samples[index]
+        try:
+            img = self.loader(path)
+        except Exception as err:  # truncated, corrupt or unreadable file
+            warnings.warn(f"skipping unreadable image {path}: {type(err).__name__}: {err}", stacklevel=1)
+            return None
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, target
+
+
+class DigitsDataset(Dataset):
+    """Images of scikit-learn's handwritten digits (8x8, 16 grey levels) as RGB PIL images."""
+
+    def __init__(self, images: np.ndarray, targets: np.ndarray, transform: Optional[Callable] = None) -> None:
+        self.images = images
+        self.targets = [int(t) for t in targets]
+        self.classes = [str(i) for i in range(10)]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> Tuple[Any, int]:
+        img = Image.fromarray(self.images[index]).convert("RGB")
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, self.targets[index]
+
+
+def digits_splits(val_fraction: float = 0.2, seed: int = 0) -> Tuple[DigitsDataset, DigitsDataset]:
+    """The digits set split into stratified train and held-out val parts (fixed by ``seed``)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)
+    x_train, x_val, y_train, y_val = train_test_split(
+        images, digits.target, test_size=val_fraction, random_state=seed, stratify=digits.target
+    )
+    return DigitsDataset(x_train, y_train), DigitsDataset(x_val, y_val)
+
+
+@dataclass
+class Splits:
+    train: Dataset
+    val: Dataset
+    classes: List[str]
+
+
+def build_splits(data: Optional[str]) -> Splits:
+    """Train and val datasets (transforms unset) from ``data/train`` and ``data/val``, or the digits set."""
+    if data is None:
+        train, val = digits_splits()
+        return Splits(train, val, train.classes)
+    root = Path(data)
+    if not root.is_dir():
+        raise FatvitError(f"data folder not found: {root}")
+    for split in ("train", "val"):
+        if not (root / split).is_dir():
+            raise FatvitError(
+                f"{root} has no {split}/ folder (expected {root}/train/<class>/* and {root}/val/<class>/*)"
+            )
+    train, val = SafeImageFolder(root / "train"), SafeImageFolder(root / "val")
+    if train.classes != val.classes:
+        only_train = sorted(set(train.classes) - set(val.classes))
+        only_val = sorted(set(val.classes) - set(train.classes))
+        parts = []
+        if only_train:
+            parts.append(f"in train but not in val: {', '.join(only_train)}")
+        if only_val:
+            parts.append(f"in val but not in train: {', '.join(only_val)}")
+        raise FatvitError(f"train and val classes differ ({'; '.join(parts)})")
+    return Splits(train, val, train.classes)
+
+
+class SeededDataset(Dataset):
+    """Wraps a dataset so that sample ``i`` of epoch ``e`` is transformed with RNGs seeded from (seed, e, i).
+
+    The global RNG states of the caller are restored afterwards, so training
+    randomness (dropout, drop path, Mixup) is not disturbed.
+    """
+
+    def __init__(self, dataset: Dataset, transform: Callable, seed: int) -> None:
+        self.dataset = dataset
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Optional[Tuple[Any, int]]:
+        item = self.dataset[index]
+        if item is None:
+            return None
+        img, target = item
+        sample_seed = (self.seed * 1_000_003 + self.epoch) * 10_000_019 + index
+        py_state, np_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed)
+            random.seed(sample_seed)
+            np.random.seed(sample_seed % 2**32)
+            img = self.transform(img)
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        return img, target
+
+
+class ResumableSampler(Sampler[int]):
+    """Shuffled (or ordered) indices for one process of ``num_replicas``, resumable mid-epoch.
+
+    The permutation depends on (seed, epoch) only. Every replica gets the
+    same number of samples (the list is padded by wrapping around), as with
+    ``DistributedSampler``. ``start`` skips the first samples of this
+    replica's share: the ones an interrupted run already trained on.
+    """
+
+    def __init__(self, length: int, shuffle: bool = True, seed: int = 0, num_replicas: int = 1, rank: int = 0) -> None:
+        self.length = length
+        self.shuffle = shuffle
+        self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.epoch = 0
+        self.start = 0
+        self.per_replica = math.ceil(length / num_replicas)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch = epoch
+        self.start = start
+
+    def _indices(self) -> List[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.length, generator=g).tolist()
+        else:
+            order = list(range(self.length))
+        total = self.per_replica * self.num_replicas
+        order = (order * math.ceil(total / max(len(order), 1)))[:total]
+        return order[self.rank : total : self.num_replicas]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._indices()[self.start :])
+
+    def __len__(self) -> int:
+        return self.per_replica - self.start
+
+
+def collate_skipping(batch: Sequence[Optional[Tuple[Any, int]]]) -> Tuple[torch.Tensor, torch.Tensor, int]:
+    """Collate (image, target) pairs, dropping the ``None`` of unreadable images; returns the count dropped."""
+    kept = [item for item in batch if item is not None]
+    skipped = len(batch) - len(kept)
+    if not kept:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), skipped
+    images, targets = _default_collate(kept)
+    return images, targets, skipped
+
+
+def make_loader(
+    dataset: Dataset, sampler: Sampler, batch_size: int, workers: int, drop_last: bool, pin_memory: bool = False
+) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_skipping,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+        persistent_workers=False,  # workers must see each epoch's SeededDataset.epoch
+        # its own generator: creating an iterator must not draw from the global RNG, which a
+        # resumed run restores mid-epoch (augmentations are seeded per sample by SeededDataset)
+        generator=torch.Generator().manual_seed(0),
+    )

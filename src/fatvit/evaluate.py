@@ -1,0 +1,82 @@
+"""Evaluation: top-1, top-5, loss and throughput on a validation set."""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Dict
+
+import torch
+import torch.nn.functional as F
+from timm.data import create_transform, resolve_data_config
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .distributed import all_reduce_sum
+
+__all__ = ["EvalResult", "evaluate", "eval_transform"]
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    top1: float
+    top5: float
+    loss: float
+    images: int
+    images_per_s: float
+
+    def as_dict(self) -> Dict[str, Any]:
+        return dict(top1=self.top1, top5=self.top5, loss=self.loss, images=self.images, images_per_s=self.images_per_s)
+
+
+def eval_transform(model: nn.Module, **overrides: Any):  # noqa: ANN201 - a torchvision transform
+    """The evaluation transform from the model's pretrained_cfg (resize to size/crop_pct, center crop).
+
+    ``overrides`` (``input_size``, ``crop_pct``, ``interpolation``, ...) win over the config.
+    """
+    args = {k: v for k, v in overrides.items() if v is not None}
+    cfg = resolve_data_config(args, model=model)
+    return create_transform(**cfg, is_training=False)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> EvalResult:
+    """Top-1/top-5 accuracy (%) and mean cross-entropy over ``loader``, summed over all ranks."""
+    model.eval()
+    totals = torch.zeros(4, dtype=torch.float64, device=device)  # images, loss sum, top1 hits, top5 hits
+    start = time.perf_counter()
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    for images, targets, _skipped in loader:
+        if images.numel() == 0:
+            continue
+        images, targets = images.to(device), targets.to(device)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast:
+            logits = model(images)
+        logits = logits.float()
+        k = min(5, logits.shape[1])
+        top = logits.topk(k, dim=1).indices
+        hits = top == targets[:, None]
+        totals += torch.tensor(
+            [len(targets), F.cross_entropy(logits, targets, reduction="sum").item(),
+             hits[:, 0].sum().item(), hits.any(dim=1).sum().item()],
+            dtype=torch.float64, device=device,
+        )  # fmt: skip
+    seconds = time.perf_counter() - start
+    totals = all_reduce_sum(totals)
+    n = max(int(totals[0].item()), 1)
+    return EvalResult(
+        top1=100.0 * totals[2].item() / n,
+        top5=100.0 * totals[3].item() / n,
+        loss=totals[1].item() / n,
+        images=int(totals[0].item()),
+        images_per_s=totals[0].item() / max(seconds, 1e-9),
+    )

@@ -1,0 +1,532 @@
+"""Training: the paper's recipe on ImageNet-style folders or the embedded digits set.
+
+One process or many (``torchrun``: DDP with NCCL on GPUs, Gloo on CPUs).
+Everything a run needs to continue exactly is in its checkpoints (model,
+optimizer, scheduler, AMP scaler, EMA, epoch and step, RNG states, the
+resolved config), written atomically, so an interrupted run resumes as if it
+had never stopped::
+
+    from fatvit.config import load_config
+    from fatvit.train import Trainer
+    summary = Trainer(load_config("configs/digits.yaml", ["epochs=5"])).fit()
+    summary = Trainer.resume("runs/digits/last.pth").fit()  # after an interruption
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import sys
+import time
+from contextlib import nullcontext
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from timm.data import Mixup, create_transform
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.utils import ModelEmaV3
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from .checkpoint import CheckpointError, load_checkpoint, save_safetensors
+from .config import TrainConfig, apply_overrides, make_config
+from .data import ResumableSampler, SeededDataset, build_splits, make_loader
+from .distributed import all_reduce_sum, cleanup, init_distributed
+from .errors import FatvitError
+from .evaluate import EvalResult, evaluate
+from .models import create_model
+from .reporting import append_csv, plot_curves, write_json_atomic
+
+__all__ = ["Trainer", "TrainingDivergedError", "read_training_checkpoint", "save_atomic"]
+
+_log = logging.getLogger("fatvit.train")
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class TrainingDivergedError(FatvitError):
+    """The loss became NaN or infinite."""
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file, fsync, then rename: a crash leaves the old file intact."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _rng_state() -> Dict[str, Any]:
+    """Every RNG state the training loop draws from, in types ``weights_only`` loading accepts."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def read_training_checkpoint(path: str | Path) -> Dict[str, Any]:
+    """A fatvit training checkpoint (``last.pth``/``best.pth``), read with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from None
+    if not isinstance(ckpt, dict) or "optimizer" not in ckpt or "config" not in ckpt:
+        raise CheckpointError(f"{path} is not a fatvit training checkpoint (use finetune=PATH to start from weights)")
+    return ckpt
+
+
+class Trainer:
+    """Trains one model as a :class:`~fatvit.config.TrainConfig` describes.
+
+    Args:
+        cfg: the resolved configuration.
+        max_steps: stop (after writing ``last.pth``) once this many optimizer
+            steps are done in all; for time-boxed jobs.
+    """
+
+    def __init__(
+        self, cfg: TrainConfig, max_steps: Optional[int] = None, _resume: Optional[Dict[str, Any]] = None
+    ) -> None:
+        self.resume_ckpt = _resume
+        self.cfg = cfg
+        self.max_steps = max_steps
+        self.dist = init_distributed(cfg.device)
+        self.device = self.dist.device
+        self.amp_dtype = AMP_DTYPES.get(cfg.amp, "bad")
+        if self.amp_dtype == "bad":
+            raise FatvitError(f"amp must be one of {', '.join(AMP_DTYPES)}, got {cfg.amp!r}")
+        if cfg.accum_steps < 1 or cfg.batch_size < 1 or cfg.epochs < 1:
+            raise FatvitError("epochs, batch_size and accum_steps must be at least 1")
+        self._seed_everything(cfg.seed + self.dist.rank)
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self.out = self._output_dir()
+        self._build_data()
+        self._build_model()
+        self._build_optimization()
+        self.epoch = 0
+        self.batches_done = 0  # micro-batches of the current epoch already trained on
+        self.global_step = 0  # optimizer steps
+        self.best_top1 = -1.0
+        self.history: List[Dict[str, Any]] = []
+        self.epoch_loss_sum = 0.0
+        self.epoch_samples = 0
+        self.skipped_images = 0
+        self.train_seconds = 0.0
+        if self.resume_ckpt is not None:
+            self._restore(self.resume_ckpt)
+        self.writer = None
+        if self.dist.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.out / "tensorboard"))
+
+    @classmethod
+    def resume(cls, path: str | Path, overrides: Sequence[str] = (), max_steps: Optional[int] = None) -> Trainer:
+        """Continue the run whose ``last.pth`` (or ``best.pth``) is ``path``, in that run's folder.
+
+        The run's own recipe is used; ``overrides`` (``key=value``) may change
+        it, for instance ``epochs=400`` to train longer.
+        """
+        ckpt = read_training_checkpoint(path)
+        values = apply_overrides(ckpt["config"], overrides)
+        values["output"] = str(Path(path).resolve().parent)
+        return cls(make_config(values), max_steps=max_steps, _resume=ckpt)
+
+    # ----- set-up ---------------------------------------------------------
+    @staticmethod
+    def _seed_everything(seed: int) -> None:
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+
+    def _output_dir(self) -> Path:
+        cfg = self.cfg
+        if cfg.output is None:
+            cfg.output = str(Path("runs") / f"{cfg.model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+        out = Path(cfg.output)
+        if self.dist.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+        return out
+
+    def _build_data(self) -> None:
+        cfg = self.cfg
+        splits = build_splits(cfg.data)
+        if len(splits.train) == 0 or len(splits.val) == 0:
+            raise FatvitError("the train and val sets must both hold images")
+        self.classes = splits.classes
+        mean_std = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+        train_tf = create_transform(
+            cfg.img_size,
+            is_training=True,
+            scale=tuple(cfg.scale),
+            hflip=cfg.hflip,
+            color_jitter=cfg.color_jitter,
+            auto_augment=cfg.auto_augment,
+            interpolation=cfg.interpolation,
+            re_prob=cfg.reprob,
+            re_mode=cfg.remode,
+            **mean_std,
+        )
+        val_tf = create_transform(
+            cfg.img_size, is_training=False, interpolation=cfg.interpolation, crop_pct=cfg.crop_pct, **mean_std
+        )
+        self.train_set = SeededDataset(splits.train, train_tf, cfg.seed)
+        self.val_set = SeededDataset(splits.val, val_tf, cfg.seed)
+        world, rank = self.dist.world_size, self.dist.rank
+        self.train_sampler = ResumableSampler(len(self.train_set), True, cfg.seed, world, rank)
+        self.val_sampler = ResumableSampler(len(self.val_set), False, cfg.seed, world, rank)
+        self.micro_batches_per_epoch = len(self.train_sampler) // cfg.batch_size
+        if self.micro_batches_per_epoch < cfg.accum_steps:
+            raise FatvitError(
+                f"the train set has {len(self.train_set)} images: too few for one step of "
+                f"{cfg.batch_size} x {cfg.accum_steps} per process on {world} process(es)"
+            )
+        self.steps_per_epoch = self.micro_batches_per_epoch // cfg.accum_steps
+        self.val_loader = make_loader(self.val_set, self.val_sampler, cfg.batch_size, cfg.workers, drop_last=False)
+
+    def _build_model(self) -> None:
+        cfg = self.cfg
+        kwargs = dict(cfg.model_kwargs)
+        if cfg.drop_path_rate is not None:
+            kwargs["drop_path_rate"] = cfg.drop_path_rate
+        try:
+            model = create_model(cfg.model, num_classes=len(self.classes), **kwargs)
+        except TypeError as err:
+            raise FatvitError(f"bad model_kwargs for {cfg.model}: {err}") from None
+        if cfg.finetune and self.resume_ckpt is None:
+            skipped = load_checkpoint(model, cfg.finetune, strict=False)
+            classifier = model.pretrained_cfg.get("classifier", "head")
+            foreign = [k for k in skipped if not k.startswith(classifier + ".")]
+            if foreign:
+                raise CheckpointError(
+                    f"{cfg.finetune} does not fit {cfg.model}: {', '.join(foreign[:5])}"
+                    + (f" ... ({len(foreign)} keys)" if len(foreign) > 5 else "")
+                )
+            if skipped:
+                _log.info("fine-tuning: new classifier for %d classes", len(self.classes))
+        if cfg.grad_checkpointing:
+            model.set_grad_checkpointing(True)
+        model.to(self.device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model = model  # the plain module: checkpoints, EMA and evaluation use it
+        self.ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None
+        train_model: nn.Module = model
+        if self.dist.distributed:
+            if self.device.type == "cuda":
+                train_model = nn.SyncBatchNorm.convert_sync_batchnorm(train_model)
+            elif self.dist.is_main:
+                _log.info("SyncBatchNorm needs GPUs in PyTorch: keeping per-process BatchNorm on %s", self.device)
+            train_model = DistributedDataParallel(
+                train_model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        if cfg.compile:
+            train_model = torch.compile(train_model)
+        self.train_model = train_model
+
+    def _build_optimization(self) -> None:
+        cfg = self.cfg
+        self.global_batch = cfg.batch_size * cfg.accum_steps * self.dist.world_size
+        self.lr = cfg.lr * self.global_batch / cfg.lr_base_batch  # linear scaling rule
+        self.optimizer = create_optimizer_v2(self.model, cfg.opt, lr=self.lr, weight_decay=cfg.weight_decay)
+        self.scheduler, _ = create_scheduler_v2(
+            self.optimizer,
+            sched="cosine",
+            num_epochs=cfg.epochs,
+            warmup_epochs=cfg.warmup_epochs,
+            warmup_lr=cfg.warmup_lr,
+            min_lr=cfg.min_lr,
+            step_on_epochs=False,
+            updates_per_epoch=self.steps_per_epoch,
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type) if cfg.amp == "fp16" else None
+        self.mixup = None
+        if cfg.mixup > 0 or cfg.cutmix > 0:
+            self.mixup = Mixup(
+                mixup_alpha=cfg.mixup,
+                cutmix_alpha=cfg.cutmix,
+                switch_prob=cfg.mixup_switch_prob,
+                label_smoothing=cfg.smoothing,
+                num_classes=len(self.classes),
+            )
+            self.criterion: nn.Module = SoftTargetCrossEntropy()
+        elif cfg.smoothing > 0:
+            self.criterion = LabelSmoothingCrossEntropy(cfg.smoothing)
+        else:
+            self.criterion = nn.CrossEntropyLoss()
+
+    # ----- checkpoints ----------------------------------------------------
+    def state(self) -> Dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "model_ema": self.ema.module.state_dict() if self.ema is not None else None,
+            "epoch": self.epoch,
+            "batches_done": self.batches_done,
+            "global_step": self.global_step,
+            "best_top1": self.best_top1,
+            "history": self.history,
+            "epoch_loss_sum": self.epoch_loss_sum,
+            "epoch_samples": self.epoch_samples,
+            "skipped_images": self.skipped_images,
+            "train_seconds": self.train_seconds,
+            "rng": _rng_state(),
+            "classes": self.classes,
+            "config": self.cfg.to_dict(),
+        }
+
+    def _restore(self, ckpt: Dict[str, Any]) -> None:
+        if ckpt.get("classes") != self.classes:
+            raise CheckpointError("the checkpoint was trained on other classes than this data set has")
+        try:
+            self.model.load_state_dict(ckpt["model"])
+        except RuntimeError as err:
+            raise CheckpointError(f"the checkpoint does not fit {self.cfg.model}: {str(err).splitlines()[0]}") from None
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None and ckpt.get("model_ema"):
+            self.ema.module.load_state_dict(ckpt["model_ema"])
+        for key in ("epoch", "batches_done", "global_step", "best_top1", "history", "epoch_loss_sum",
+                    "epoch_samples", "skipped_images", "train_seconds"):  # fmt: skip
+            setattr(self, key, ckpt[key])
+        _set_rng_state(ckpt["rng"])
+        self.scheduler.step_update(num_updates=self.global_step)
+
+    def save(self, name: str) -> Optional[Path]:
+        if not self.dist.is_main:
+            return None
+        path = self.out / f"{name}.pth"
+        save_atomic(self.state(), path)
+        return path
+
+    # ----- the loop ---------------------------------------------------------
+    def _autocast(self):  # noqa: ANN202
+        return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+
+    def _train_epoch(self) -> bool:
+        """Train from ``batches_done`` to the end of ``epoch``; False if ``max_steps`` stopped it."""
+        cfg = self.cfg
+        self.train_set.set_epoch(self.epoch)
+        self.train_sampler.set_epoch(self.epoch, start=self.batches_done * cfg.batch_size)
+        loader = make_loader(self.train_set, self.train_sampler, cfg.batch_size, cfg.workers, drop_last=True)
+        self.train_model.train()
+        total = self.micro_batches_per_epoch - self.batches_done
+        bar = tqdm(
+            loader, total=total, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", disable=not self.dist.is_main,
+            leave=False, dynamic_ncols=True, file=sys.stderr,
+        )  # fmt: skip
+        seen, start = 0, time.perf_counter()
+        for images, targets, skipped in bar:
+            if self.batches_done >= self.micro_batches_per_epoch:
+                break
+            self.skipped_images += skipped
+            if skipped:
+                _log.warning("%d unreadable image(s) skipped so far", self.skipped_images)
+            if self.mixup is not None and len(targets) % 2:
+                # Mixup pairs samples; a batch that lost an unreadable image may be odd
+                images, targets = images[:-1], targets[:-1]
+            if len(targets) == 0:  # every (usable) image of the batch was unreadable
+                self.batches_done += 1
+                continue
+            loss = self._train_micro_batch(images, targets)
+            self.batches_done += 1
+            seen += len(targets)
+            if self.batches_done % cfg.accum_steps == 0:
+                self._optimizer_step(loss)
+                rate = seen * self.dist.world_size / max(time.perf_counter() - start, 1e-9)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self._lr():.2e}", img_s=f"{rate:.0f}")
+                if self.max_steps is not None and self.global_step >= self.max_steps:
+                    self.train_seconds += time.perf_counter() - start
+                    return False
+                if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0:
+                    self.train_seconds += time.perf_counter() - start
+                    start = time.perf_counter()
+                    self.save("last")
+        bar.close()
+        self.train_seconds += time.perf_counter() - start
+        return True
+
+    def _train_micro_batch(self, images: torch.Tensor, targets: torch.Tensor) -> float:
+        cfg = self.cfg
+        images, targets = images.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+        if self.mixup is not None:
+            images, targets = self.mixup(images, targets)
+        if cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        final = (self.batches_done + 1) % cfg.accum_steps == 0
+        sync = nullcontext() if final or not self.dist.distributed else self.train_model.no_sync()
+        with sync:
+            with self._autocast():
+                loss = self.criterion(self.train_model(images), targets)
+            scaled = loss / cfg.accum_steps
+            if self.scaler is not None:
+                self.scaler.scale(scaled).backward()
+            else:
+                scaled.backward()
+        # the mean loss over all ranks: logged, and the same NaN verdict on every rank
+        stats = all_reduce_sum(torch.stack([loss.detach().float() * len(targets), torch.tensor(float(len(targets)))]))
+        mean_loss = (stats[0] / stats[1]).item()
+        if not math.isfinite(mean_loss):
+            raise TrainingDivergedError(
+                f"loss is {mean_loss} at step {self.global_step + 1} (epoch {self.epoch + 1}); stopped, "
+                f"the last good checkpoint is kept in {self.out}"
+            )
+        self.epoch_loss_sum += stats[0].item()
+        self.epoch_samples += int(stats[1].item())
+        return mean_loss
+
+    def _optimizer_step(self, loss: float) -> None:
+        cfg = self.cfg
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if cfg.clip_grad:
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+        self.scheduler.step_update(num_updates=self.global_step)
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.global_step)
+        if self.dist.is_main:
+            append_csv(
+                self.out / "steps.csv", dict(step=self.global_step, epoch=self.epoch + 1, loss=loss, lr=self._lr())
+            )
+            if self.writer is not None and self.global_step % max(cfg.log_every, 1) == 0:
+                self.writer.add_scalar("train/loss", loss, self.global_step)
+                self.writer.add_scalar("train/lr", self._lr(), self.global_step)
+
+    def _lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def _end_epoch(self) -> EvalResult:
+        cfg = self.cfg
+        result = evaluate(self.model, self.val_loader, self.device, self.amp_dtype, cfg.channels_last)
+        row: Dict[str, Any] = dict(
+            epoch=self.epoch + 1,
+            step=self.global_step,
+            train_loss=self.epoch_loss_sum / max(self.epoch_samples, 1),
+            val_loss=result.loss,
+            val_top1=result.top1,
+            val_top5=result.top5,
+            lr=self._lr(),
+            train_seconds=round(self.train_seconds, 2),
+            skipped_images=self.skipped_images,
+        )
+        if self.ema is not None:
+            row["ema_top1"] = evaluate(self.ema.module, self.val_loader, self.device, self.amp_dtype).top1
+        self.history.append(row)
+        improved = result.top1 > self.best_top1
+        self.best_top1 = max(self.best_top1, result.top1)
+        self.epoch += 1
+        self.batches_done = 0
+        self.epoch_loss_sum, self.epoch_samples = 0.0, 0
+        if self.dist.is_main:
+            append_csv(self.out / "metrics.csv", row)
+            for key in ("train_loss", "val_loss", "val_top1", "val_top5"):
+                self.writer.add_scalar(key.replace("_", "/", 1), row[key], self.epoch)
+            self.writer.flush()
+            plot_curves(self.history, self.out / "training_curves.png")
+            print(
+                f"epoch {self.epoch}/{cfg.epochs}  train loss {row['train_loss']:.4f}  val loss {result.loss:.4f}  "
+                f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  lr {row['lr']:.2e}",
+                flush=True,
+            )
+        self.save("last")
+        if improved:
+            self.save("best")
+        return result
+
+    def fit(self) -> Dict[str, Any]:
+        """Train to the last epoch (or ``max_steps``); returns what ``summary.json`` holds."""
+        cfg = self.cfg
+        if self.dist.is_main:
+            print(
+                f"training {cfg.model} on {cfg.data or 'the embedded digits set'}: {len(self.train_set)} train / "
+                f"{len(self.val_set)} val images, {len(self.classes)} classes, {self.dist.world_size} process(es) "
+                f"on {self.device}, global batch {self.global_batch}, lr {self.lr:.2e}; output {self.out}",
+                flush=True,
+            )
+        try:
+            while self.epoch < cfg.epochs:
+                if not self._train_epoch():
+                    self.save("last")
+                    return self._summary(finished=False)
+                self._end_epoch()
+            if self.dist.is_main:
+                save_safetensors(self.model, self.out / "model.safetensors")
+            return self._summary(finished=True)
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+
+    def _summary(self, finished: bool) -> Dict[str, Any]:
+        last = self.history[-1] if self.history else {}
+        summary = dict(
+            model=self.cfg.model,
+            finished=finished,
+            epochs=self.epoch,
+            steps=self.global_step,
+            final_top1=last.get("val_top1"),
+            final_top5=last.get("val_top5"),
+            best_top1=self.best_top1 if self.history else None,
+            train_seconds=round(self.train_seconds, 2),
+            world_size=self.dist.world_size,
+            global_batch=self.global_batch,
+            lr=self.lr,
+            skipped_images=self.skipped_images,
+            output=str(self.out),
+            checkpoints=dict(
+                last=str(self.out / "last.pth"),
+                best=str(self.out / "best.pth") if self.history else None,
+                safetensors=str(self.out / "model.safetensors") if finished else None,
+            ),
+            metrics_csv=str(self.out / "metrics.csv"),
+            plot=str(self.out / "training_curves.png"),
+        )
+        if self.dist.is_main:
+            write_json_atomic(self.out / "summary.json", summary)
+        return summary
+
+    def close(self) -> None:
+        cleanup()

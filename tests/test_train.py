@@ -1,0 +1,135 @@
+"""Training: folders in every format, exact resume, fine-tuning, options, and what a run leaves behind."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from conftest import FAST_RECIPE, make_image_folder
+from fatvit.checkpoint import read_state_dict
+from fatvit.config import load_config
+from fatvit.train import Trainer
+
+
+def _recipe(tmp_path, name, *extra):
+    return load_config(None, [*FAST_RECIPE, f"data={tmp_path / 'data'}", f"output={tmp_path / name}", *extra])
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return make_image_folder(tmp_path / "data")
+
+
+def _steps(path):
+    with open(path) as f:
+        return [(int(r["step"]), r["loss"], r["lr"]) for r in csv.DictReader(f)]
+
+
+def test_paper_recipe_is_the_default():
+    cfg = load_config("configs/fat_b0.yaml")
+    assert (cfg.opt, cfg.lr, cfg.lr_base_batch, cfg.weight_decay) == ("adamw", 5e-4, 512, 0.05)
+    assert (cfg.warmup_epochs, cfg.warmup_lr, cfg.min_lr, cfg.clip_grad, cfg.epochs) == (20, 5e-7, 5e-6, 5.0, 300)
+    assert (cfg.smoothing, cfg.auto_augment, cfg.color_jitter, cfg.reprob, cfg.remode) == (
+        0.1, "rand-m9-mstd0.5-inc1", 0.4, 0.25, "pixel")  # fmt: skip
+    assert (cfg.mixup, cfg.cutmix, cfg.mixup_switch_prob, cfg.interpolation, cfg.crop_pct) == (
+        0.8, 1.0, 0.5, "bicubic", 0.875)  # fmt: skip
+    assert load_config("configs/fat_b3.yaml").drop_path_rate == 0.15
+
+
+def test_run_leaves_checkpoints_logs_plot_and_summary(folder, tmp_path):
+    trainer = Trainer(_recipe(tmp_path, "run", "epochs=2"))
+    summary = trainer.fit()
+    out = tmp_path / "run"
+    for name in ("last.pth", "best.pth", "model.safetensors", "metrics.csv", "steps.csv", "training_curves.png"):
+        assert (out / name).is_file(), name
+    assert list((out / "tensorboard").iterdir())
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved == json.loads(json.dumps(summary))
+    for key in ("model", "epochs", "final_top1", "best_top1", "train_seconds", "checkpoints"):
+        assert key in saved
+    assert saved["epochs"] == 2 and saved["finished"]
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert float(saved["best_top1"]) == max(float(r["val_top1"]) for r in rows)
+    # every format read (JPEG, PNG, WebP, grey, palette, RGBA, CMYK): nothing skipped
+    assert saved["skipped_images"] == 0
+    # exported weights equal the model's
+    sd = read_state_dict(out / "model.safetensors")
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(sd[k], v), k
+    # a checkpoint holds everything a resume needs
+    ckpt = torch.load(out / "last.pth", weights_only=True)
+    for key in ("model", "optimizer", "scheduler", "scaler", "model_ema", "epoch", "global_step", "rng", "config"):
+        assert key in ckpt, key
+
+
+def test_unreadable_images_are_reported_and_skipped(folder, tmp_path):
+    (folder / "train" / "cat" / "truncated.jpg").write_bytes((folder / "train" / "cat" / "0.jpg").read_bytes()[:200])
+    (folder / "train" / "dog" / "garbage.png").write_bytes(b"not an image at all")
+    with pytest.warns(UserWarning, match=r"skipping unreadable image .*(truncated\.jpg|garbage\.png)"):
+        summary = Trainer(_recipe(tmp_path, "run", "epochs=2", "batch_size=2")).fit()
+    assert summary["skipped_images"] == 4  # two files, seen in each of two epochs (26 images in batches of 2)
+    assert summary["finished"]
+
+
+@pytest.mark.parametrize("stop_at", [3, 9])  # step 3 is in epoch 1; step 9 in the middle of epoch 2 (6 per epoch)
+def test_resume_is_exact(folder, tmp_path, stop_at):
+    recipe = ["epochs=2", "mixup=0.8", "cutmix=1.0", "drop_path_rate=0.1", "ema=true", "deterministic=true"]
+    full = Trainer(_recipe(tmp_path, "full", *recipe))
+    full.fit()
+
+    first = Trainer(_recipe(tmp_path, "split", *recipe), max_steps=stop_at)
+    assert not first.fit()["finished"]
+    resumed = Trainer.resume(tmp_path / "split" / "last.pth")
+    assert resumed.global_step == stop_at
+    resumed.fit()
+
+    assert _steps(tmp_path / "split" / "steps.csv") == _steps(tmp_path / "full" / "steps.csv")
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    for a, b in zip(full.ema.module.state_dict().values(), resumed.ema.module.state_dict().values()):
+        assert torch.equal(a, b)
+    assert resumed.history == full.history[: len(resumed.history)] or [
+        {k: v for k, v in r.items() if k != "train_seconds"} for r in resumed.history
+    ] == [{k: v for k, v in r.items() if k != "train_seconds"} for r in full.history]
+
+
+def test_global_batch_scales_the_learning_rate(folder, tmp_path):
+    trainer = Trainer(_recipe(tmp_path, "run", "batch_size=4", "accum_steps=2", "lr=5e-4", "lr_base_batch=512"))
+    assert trainer.global_batch == 8
+    assert trainer.lr == pytest.approx(5e-4 * 8 / 512)
+
+
+def test_no_weight_decay_on_biases_and_norms(folder, tmp_path):
+    trainer = Trainer(_recipe(tmp_path, "run"))
+    by_decay = {g["weight_decay"]: g["params"] for g in trainer.optimizer.param_groups}
+    assert set(by_decay) == {0.0, 0.05}
+    assert all(p.ndim <= 1 for p in by_decay[0.0])
+    assert all(p.ndim > 1 for p in by_decay[0.05])
+
+
+def test_training_options_run(folder, tmp_path):
+    options = ["epochs=1", "amp=bf16", "channels_last=true", "grad_checkpointing=true", "accum_steps=2", "ema=true"]
+    summary = Trainer(_recipe(tmp_path, "run", *options)).fit()
+    assert summary["finished"] and summary["steps"] == 3  # 24 images / (4 x 2)
+
+
+def test_finetune_with_a_new_number_of_classes(folder, tmp_path):
+    Trainer(_recipe(tmp_path, "three", "epochs=1")).fit()
+    two = make_image_folder(tmp_path / "two", classes=("a", "b"))
+    cfg = load_config(None, [*FAST_RECIPE, f"data={two}", f"output={tmp_path / 'ft'}", "epochs=1",
+                             f"finetune={tmp_path / 'three' / 'last.pth'}"])  # fmt: skip
+    trainer = Trainer(cfg)
+    source = read_state_dict(tmp_path / "three" / "last.pth")
+    assert trainer.model.head.out_features == 2
+    assert torch.equal(trainer.model.norm.weight, source["norm.weight"])
+    assert trainer.fit()["finished"]
+
+
+@pytest.mark.slow
+def test_training_under_torch_compile(folder, tmp_path):
+    assert Trainer(_recipe(tmp_path, "run", "epochs=1", "compile=true")).fit()["finished"]
