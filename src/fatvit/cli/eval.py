@@ -9,6 +9,7 @@ import torch
 
 from ..checkpoint import load_checkpoint, read_state_dict
 from ..data import ResumableSampler, SafeImageFolder, SeededDataset, digits_splits, make_loader
+from ..errors import FatvitError
 from ..evaluate import eval_transform, evaluate
 from ..models import create_model
 
@@ -87,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
         root = Path(args.data)
         val = SafeImageFolder(root / "val" if (root / "val").is_dir() else root)
         where = str(root)
+    if len(val.classes) != num_classes:
+        raise FatvitError(f"{args.checkpoint} classifies {num_classes} classes, but {where} has {len(val.classes)}")
     dataset = SeededDataset(val, transform, seed=0)
     loader = make_loader(dataset, ResumableSampler(len(dataset), shuffle=False), args.batch_size, args.workers, False)
     result = evaluate(model, loader, torch.device("cpu"))

@@ -1,0 +1,83 @@
+"""Data: formats, the digits set, deterministic augmentation, resumable sharded sampling."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from timm.data import create_transform
+
+from conftest import make_image_folder
+from fatvit.data import ResumableSampler, SafeImageFolder, SeededDataset, build_splits, digits_splits, load_rgb
+
+
+def test_every_format_is_read_as_rgb(tmp_path):
+    data = make_image_folder(tmp_path / "d", n_train=7, n_val=1)
+    folder = SafeImageFolder(data / "train")
+    suffixes = {p.rsplit(".", 1)[1] for p, _ in folder.samples}
+    assert suffixes == {"jpg", "png", "webp"}
+    modes = {Image.open(p).mode for p, _ in folder.samples}
+    assert {"L", "P", "RGBA", "CMYK", "RGB"} <= modes
+    assert all(load_rgb(p).mode == "RGB" for p, _ in folder.samples)
+
+
+def test_digits_split_is_fixed_stratified_and_held_out():
+    train, val = digits_splits()
+    assert (len(train), len(val)) == (1437, 360)
+    assert sorted(set(val.targets)) == list(range(10))
+    assert np.bincount(val.targets).min() >= 35
+    again, _ = digits_splits()
+    assert train.targets == again.targets
+    splits = build_splits(None)
+    assert splits.classes == [str(i) for i in range(10)]
+
+
+def test_paper_randaugment_runs_at_full_magnitude():
+    # rand-m9-mstd0.5 draws magnitudes up to 10: posterize must then keep 0 bits (needs Pillow < 13)
+    tf = create_transform(32, is_training=True, auto_augment="rand-m9-mstd0.5-inc1")
+    img = Image.new("RGB", (40, 40), (120, 30, 200))
+    random.seed(0)
+    for _ in range(300):
+        tf(img)
+
+
+def test_augmentation_is_a_function_of_seed_epoch_and_index():
+    train, _ = digits_splits()
+    tf = create_transform(32, is_training=True, auto_augment="rand-m9-mstd0.5-inc1", re_prob=0.5)
+    ds = SeededDataset(train, tf, seed=3)
+    a = ds[5][0]
+    torch.manual_seed(123)  # the caller's RNG must not matter, nor be disturbed
+    state = torch.get_rng_state()
+    assert torch.equal(ds[5][0], a)
+    assert torch.equal(torch.get_rng_state(), state)
+    ds.set_epoch(1)
+    assert not torch.equal(ds[5][0], a)
+
+
+def test_sampler_shards_are_disjoint_cover_all_and_resume():
+    shards = [ResumableSampler(10, True, seed=1, num_replicas=3, rank=r) for r in range(3)]
+    for s in shards:
+        s.set_epoch(2)
+    indices = [list(s) for s in shards]
+    assert all(len(i) == 4 for i in indices)  # padded to equal length
+    assert set(sum(indices, [])) == set(range(10))
+    shards[0].set_epoch(2, start=2)
+    assert list(shards[0]) == indices[0][2:] and len(shards[0]) == 2
+    other = ResumableSampler(10, True, seed=1)
+    other.set_epoch(3)
+    first = list(other)
+    other.set_epoch(3)
+    assert list(other) == first
+
+
+@pytest.mark.parametrize("bad", [b"", b"\xff\xd8\xff\xe0 truncated"])
+def test_unreadable_file_gives_none_with_a_warning(tmp_path, bad):
+    data = make_image_folder(tmp_path / "d", n_train=1, n_val=1)
+    (data / "train" / "cat" / "bad.jpg").write_bytes(bad)
+    folder = SafeImageFolder(data / "train")
+    index = [i for i, (p, _) in enumerate(folder.samples) if p.endswith("bad.jpg")][0]
+    with pytest.warns(UserWarning, match="bad.jpg"):
+        assert folder[index] is None
