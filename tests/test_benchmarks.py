@@ -22,3 +22,24 @@ def test_latency_benchmark_reports_ratios(capsys):
     assert rows[0]["ratio_to_baseline"] == 1.0 and rows[0]["input"] == 224
     assert rows[1]["input"] == 256  # peers run at their own resolution
     assert "x fat_b0" in capsys.readouterr().out
+
+
+def test_train_throughput_benchmark_reports_ratios(capsys):
+    rows = _load("train_throughput").main(
+        [
+            "--models",
+            "fat_b0",
+            "efficientnet_b1",
+            "--rounds",
+            "1",
+            "--warmup",
+            "0",
+            "--batch-size",
+            "2",
+            "--img-size",
+            "64",
+        ]  # fmt: skip
+    )
+    assert [r["model"] for r in rows] == ["fat_b0", "efficientnet_b1"]
+    assert rows[0]["throughput_ratio"] == 1.0 and rows[1]["images_per_s"] > 0
+    assert "throughput x fat_b0" in capsys.readouterr().out

@@ -1,0 +1,99 @@
+"""Training throughput (images/s) on the CPU: forward, backward and AdamW step, batch 32 at 224x224.
+
+FAT-B0 and FAT-B1 against timm peers of similar size, measured in one run,
+interleaved, median over rounds, with the ratio to FAT-B0. Only ratios are
+meaningful across machines.
+
+    python benchmarks/train_throughput.py
+    python benchmarks/train_throughput.py --rounds 3 --batch-size 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from typing import Dict, List
+
+import timm
+import torch
+import torch.nn.functional as F
+
+import fatvit  # noqa: F401 - registers the FAT models
+from fatvit.cli.format import render_table
+
+MODELS = ["fat_b0", "fat_b1", "edgenext_small", "efficientnet_b1"]
+
+
+def main(argv: List[str] | None = None) -> List[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=MODELS)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--rounds", type=int, default=8, help="timed training steps per model (median reported)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+
+    setups: Dict[str, tuple] = {}
+    for name in args.models:
+        model = timm.create_model(name, num_classes=1000).train()
+        x = torch.randn(args.batch_size, 3, args.img_size, args.img_size)
+        if args.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+            x = x.to(memory_format=torch.channels_last)
+        y = torch.randint(0, 1000, (args.batch_size,))
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        setups[name] = (model, x, y, opt)
+
+    def step(name: str) -> float:
+        model, x, y, opt = setups[name]
+        start = time.perf_counter()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
+
+    for name in setups:
+        for _ in range(args.warmup):
+            step(name)
+    times: Dict[str, List[float]] = {name: [] for name in setups}
+    order = list(setups)
+    rng = random.Random(0)
+    for _ in range(args.rounds):
+        rng.shuffle(order)
+        for name in order:
+            times[name].append(step(name))
+    base = statistics.median(times[args.models[0]])
+    rows = []
+    for name in args.models:
+        median = statistics.median(times[name])
+        rows.append(
+            dict(
+                model=name,
+                params_m=round(sum(p.numel() for p in setups[name][0].parameters()) / 1e6, 2),
+                step_s=round(median, 3),
+                images_per_s=round(args.batch_size / median, 1),
+                throughput_ratio=round(base / median, 3),
+            )
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(
+            f"CPU training throughput, batch {args.batch_size} at {args.img_size}x{args.img_size}, "
+            f"{torch.get_num_threads()} threads, median of {args.rounds} interleaved steps"
+        )
+        headers = ["model", "params (M)", "step s", "img/s", f"throughput x {args.models[0]}"]
+        table = [
+            [r["model"], r["params_m"], r["step_s"], r["images_per_s"], f"{r['throughput_ratio']:.2f}"] for r in rows
+        ]
+        print(render_table(headers, table))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""Launched by test_distributed.py under torchrun: trains a few steps and writes each rank's parameters."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from conftest import FAST_RECIPE
+from fatvit.config import load_config
+from fatvit.train import Trainer
+
+
+def main() -> None:
+    out, data = Path(sys.argv[1]), sys.argv[2]
+    cfg = load_config(None, [*FAST_RECIPE, f"data={data}", f"output={out / 'run'}", "epochs=2", "batch_size=2"])
+    trainer = Trainer(cfg, max_steps=4)
+    initial = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    summary = trainer.fit()
+    rank = trainer.dist.rank
+    params = {n: p.detach() for n, p in trainer.model.named_parameters()}
+    torch.save({"initial": initial, "final": params}, out / f"rank{rank}.pt")
+    info = dict(rank=rank, world_size=trainer.dist.world_size, global_batch=trainer.global_batch, lr=trainer.lr,
+                steps=summary["steps"], shard=list(trainer.train_sampler))  # fmt: skip
+    (out / f"rank{rank}.json").write_text(json.dumps(info))
+    trainer.close()
+
+
+if __name__ == "__main__":
+    main()
