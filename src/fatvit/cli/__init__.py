@@ -8,9 +8,9 @@ from typing import List
 
 from ..errors import FatvitError
 from . import eval as eval_verb
-from . import summary, train
+from . import summary, table, train
 
-VERBS = {"train": train, "eval": eval_verb, "summary": summary}
+VERBS = {"train": train, "eval": eval_verb, "summary": summary, "table": table}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,6 +20,13 @@ The authors' released code gates only the local branch
 selected with ``interaction="reference"`` and is the one their checkpoints
 were trained with.
 
+The paper's ablations are options too: ``interaction`` ``"add"``, ``"cat"``
+or ``"mul"`` *fuse* the two branches (add, concatenate or multiply, then the
+linear ``W_2``) instead of letting them interact; ``kv_downsample`` replaces
+the refined downsampling of the keys and values by average pooling
+(``"pool"``) or a strided depthwise conv without (``"conv"``) or with
+(``"conv_overlap"``) overlap.
+
 All tensors stay channels-first ``(B, C, H, W)``; tokens are pixels and
 channel ``c`` belongs to head ``c // head_dim``.
 """
@@ -32,10 +39,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FASA", "RefinedDownsample", "INTERACTIONS"]
+__all__ = ["FASA", "RefinedDownsample", "StridedConvDownsample", "INTERACTIONS", "KV_DOWNSAMPLES", "make_kv_downsample"]
 
-#: The ways FASA can combine its local and global branches.
-INTERACTIONS = ("bidirectional", "reference")
+#: The ways FASA can combine its local and global branches: the two interactions, then the fusions.
+INTERACTIONS = ("bidirectional", "reference", "add", "cat", "mul")
+
+#: How the key/value map is downsampled by the window size.
+KV_DOWNSAMPLES = ("refined", "pool", "conv", "conv_overlap")
 
 
 class RefinedDownsample(nn.Module):
@@ -72,6 +82,43 @@ class RefinedDownsample(nn.Module):
         return x
 
 
+class StridedConvDownsample(nn.Module):
+    """A depthwise conv of stride ``window_size`` and BatchNorm (ablation of the refined downsample).
+
+    Without overlap the kernel equals the stride and the input is padded
+    (right, bottom) to a multiple of it; with overlap the kernel is
+    ``2 * window_size - 1``. Either way the output is ``ceil(H / window_size)`` high.
+    """
+
+    def __init__(self, dim: int, window_size: int, overlap: bool) -> None:
+        super().__init__()
+        self.window_size = window_size
+        self.overlap = overlap
+        kernel = 2 * window_size - 1 if overlap else window_size
+        padding = window_size - 1 if overlap else 0
+        self.conv = nn.Conv2d(dim, dim, kernel, stride=window_size, padding=padding, groups=dim)
+        self.bn = nn.BatchNorm2d(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.overlap:
+            ws = self.window_size
+            x = F.pad(x, (0, (-x.shape[-1]) % ws, 0, (-x.shape[-2]) % ws))
+        return self.bn(self.conv(x))
+
+
+def make_kv_downsample(kind: str, dim: int, window_size: int) -> nn.Module:
+    """The key/value downsampling ``kind`` (one of :data:`KV_DOWNSAMPLES`) for a window size."""
+    if kind not in KV_DOWNSAMPLES:
+        raise ValueError(f"kv_downsample must be one of {KV_DOWNSAMPLES}, got {kind!r}")
+    if window_size == 1:
+        return nn.Identity()
+    if kind == "refined":
+        return RefinedDownsample(dim, window_size)
+    if kind == "pool":
+        return nn.AvgPool2d(window_size, window_size, ceil_mode=True)
+    return StridedConvDownsample(dim, window_size, overlap=kind == "conv_overlap")
+
+
 class FASA(nn.Module):
     """Fully Adaptive Self-Attention on a ``(B, C, H, W)`` map.
 
@@ -81,7 +128,10 @@ class FASA(nn.Module):
         kernel_size: kernel of the local branch's depthwise conv.
         window_size: downsampling factor of the keys and values (1: none).
         interaction: ``"bidirectional"`` (the paper) or ``"reference"``
-            (the authors' code: only the local branch is gated).
+            (the authors' code: only the local branch is gated); the fusion
+            ablations ``"add"``, ``"cat"``, ``"mul"``.
+        kv_downsample: ``"refined"`` (the paper) or an ablation: ``"pool"``,
+            ``"conv"``, ``"conv_overlap"``.
     """
 
     def __init__(
@@ -91,6 +141,7 @@ class FASA(nn.Module):
         kernel_size: int,
         window_size: int,
         interaction: str = "bidirectional",
+        kv_downsample: str = "refined",
     ) -> None:
         super().__init__()
         if dim % num_heads != 0:
@@ -105,9 +156,10 @@ class FASA(nn.Module):
         self.kv = nn.Conv2d(dim, 2 * dim, 1)
         # Q' = DWConv(Q): the local branch
         self.local_mixer = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
-        # Y = W_2 (...)
-        self.mixer = nn.Conv2d(dim, dim, 1)
-        self.pool = RefinedDownsample(dim, window_size) if window_size > 1 else nn.Identity()
+        # Y = W_2 (...); the "cat" fusion feeds it both branches side by side
+        self.mixer = nn.Conv2d(2 * dim if interaction == "cat" else dim, dim, 1)
+        self.pool = make_kv_downsample(kv_downsample, dim, window_size)
+        self.kv_downsample = kv_downsample
 
     def _to_heads(self, t: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, heads, H*W, head_dim), with unit stride in the last dim.
@@ -137,13 +189,20 @@ class FASA(nn.Module):
         x_global = self.global_aggregation(q, x)
         x_local = self.local_aggregation(q)
         # bidirectional adaptive interaction
-        if self.interaction == "reference":
-            # released code: X_local * X'_global, the global branch left ungated
-            mixed = x_local * torch.sigmoid(x_global) * x_global
-        else:
+        if self.interaction == "bidirectional":
             # X_local = X'_local * sigmoid(X'_global); X_global = X'_global * sigmoid(X'_local)
             mixed = (x_local * torch.sigmoid(x_global)) * (x_global * torch.sigmoid(x_local))
+        elif self.interaction == "reference":
+            # released code: X_local * X'_global, the global branch left ungated
+            mixed = x_local * torch.sigmoid(x_global) * x_global
+        # fusion ablations: no gating, the branches are merged and projected
+        elif self.interaction == "add":
+            mixed = x_local + x_global
+        elif self.interaction == "mul":
+            mixed = x_local * x_global
+        else:  # "cat"
+            mixed = torch.cat([x_local, x_global], dim=1)
         return self.mixer(mixed)
 
     def extra_repr(self) -> str:
-        return f"num_heads={self.num_heads}, interaction={self.interaction!r}"
+        return f"num_heads={self.num_heads}, interaction={self.interaction!r}, kv_downsample={self.kv_downsample!r}"

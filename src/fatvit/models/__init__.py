@@ -8,9 +8,12 @@ import timm
 from torch import nn
 
 from ..errors import unknown_choice
-from .fat import FAT, MODEL_CONFIGS, FATBlock, FATConfig, FATStage, model_names
+from .fat import ATTENTIONS, FAT, MODEL_CONFIGS, FATBlock, FATConfig, FATStage, model_names
+from .variants import VARIANTS
 
 __all__ = [
+    "ATTENTIONS",
+    "VARIANTS",
     "FAT",
     "FATBlock",
     "FATConfig",

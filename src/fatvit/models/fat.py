@@ -22,9 +22,60 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 from torch import nn
 
-from ..layers import FASA, ConvFFN, ConvStem, DownsampleShortcut
+from ..layers import (
+    FASA,
+    ConvFFN,
+    ConvStem,
+    CrossShapedWindowAttention,
+    DownsampleShortcut,
+    PartitionAttention,
+    SpatialReductionAttention,
+)
 
-__all__ = ["FAT", "FATBlock", "FATStage", "FATConfig", "MODEL_CONFIGS", "model_names"]
+__all__ = ["FAT", "FATBlock", "FATStage", "FATConfig", "MODEL_CONFIGS", "ATTENTIONS", "model_names", "token_mixer"]
+
+#: Token mixers of the FAT block: FASA, and the attentions the paper compares it with.
+ATTENTIONS = ("fasa", "maxvit", "swin", "pvt", "twins", "cswin")
+
+#: CSWin-T's stripe widths per stage (its last stage attends over the whole map).
+CSWIN_SPLIT_SIZES = (1, 2, 7, 7)
+
+
+def token_mixer(
+    attention: str,
+    dim: int,
+    num_heads: int,
+    kernel_size: int,
+    window_size: int,
+    stage: int,
+    block: int,
+    last_stage: bool,
+    interaction: str = "bidirectional",
+    kv_downsample: str = "refined",
+) -> nn.Module:
+    """The token mixer of block ``block`` of stage ``stage``: FASA, or a compared attention.
+
+    Alternating mechanisms change on every other block of a stage, as in their
+    papers: Swin's shifted windows, MaxViT's block then grid attention, Twins'
+    LSA then GSA. Reduction ratios of SRA/GSA are the stage's FASA window size
+    (8, 4, 2, 1), which are also PVT's and Twins' own at these resolutions.
+    """
+    odd = block % 2 == 1
+    if attention == "fasa":
+        return FASA(dim, num_heads, kernel_size, window_size, interaction=interaction, kv_downsample=kv_downsample)
+    if attention == "swin":
+        return PartitionAttention(dim, num_heads, 7, "window", shift=3 if odd else 0)
+    if attention == "maxvit":
+        return PartitionAttention(dim, num_heads, 7, "grid" if odd else "window")
+    if attention == "pvt":
+        return SpatialReductionAttention(dim, num_heads, window_size)
+    if attention == "twins":
+        if odd:
+            return SpatialReductionAttention(dim, num_heads, window_size)
+        return PartitionAttention(dim, num_heads, 7, "window", rel_pos=False)
+    if attention == "cswin":
+        return CrossShapedWindowAttention(dim, num_heads, CSWIN_SPLIT_SIZES[min(stage, 3)], full=last_stage)
+    raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
 
 
 class FATBlock(nn.Module):
@@ -36,7 +87,9 @@ class FATBlock(nn.Module):
 
     ``LN`` is GroupNorm(1, C) over the channels-first map. With ``out_dim``
     set, the block ends its stage: its ConvFFN and shortcut downsample by 2
-    and widen to ``out_dim``.
+    and widen to ``out_dim``. ``attn`` is FASA unless another token mixer is
+    given (the paper's attention comparison); ``cpe=False`` drops the
+    conditional positional encoding (an ablation).
     """
 
     def __init__(
@@ -50,13 +103,16 @@ class FATBlock(nn.Module):
         out_dim: int | None = None,
         drop_path: float = 0.0,
         interaction: str = "bidirectional",
+        attn: nn.Module | None = None,
+        cpe: bool = True,
     ) -> None:
         super().__init__()
         stride = 1 if out_dim is None else 2
         out_dim = dim if out_dim is None else out_dim
-        self.cpe = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.use_cpe = cpe
+        self.cpe = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim) if cpe else nn.Identity()
         self.norm1 = nn.GroupNorm(1, dim)
-        self.attn = FASA(dim, num_heads, kernel_size, window_size, interaction=interaction)
+        self.attn = attn if attn is not None else FASA(dim, num_heads, kernel_size, window_size, interaction)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = nn.GroupNorm(1, dim)
         self.downsample = DownsampleShortcut(dim, out_dim) if stride == 2 else nn.Identity()
@@ -65,7 +121,8 @@ class FATBlock(nn.Module):
 
     def forward_mixer(self, x: torch.Tensor) -> torch.Tensor:
         """Token mixing at the block's input resolution: CPE and FASA."""
-        x = x + self.cpe(x)
+        if self.use_cpe:
+            x = x + self.cpe(x)
         return x + self.drop_path1(self.attn(self.norm1(x)))
 
     def forward_ffn(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,6 +148,11 @@ class FATStage(nn.Module):
         out_dim: int | None,
         drop_path: Sequence[float],
         interaction: str = "bidirectional",
+        attention: str = "fasa",
+        kv_downsample: str = "refined",
+        cpe: bool = True,
+        stage: int = 0,
+        last_stage: bool = False,
     ) -> None:
         super().__init__()
         self.grad_checkpointing = False
@@ -105,7 +167,19 @@ class FATStage(nn.Module):
                     mlp_ratio,
                     out_dim=out_dim if j == depth - 1 else None,
                     drop_path=drop_path[j],
-                    interaction=interaction,
+                    attn=token_mixer(
+                        attention,
+                        dim,
+                        num_heads,
+                        kernel_size,
+                        window_size,
+                        stage,
+                        j,
+                        last_stage,
+                        interaction=interaction,
+                        kv_downsample=kv_downsample,
+                    ),  # fmt: skip
+                    cpe=cpe,
                 )
                 for j in range(depth)
             ]
@@ -151,7 +225,13 @@ class FAT(nn.Module):
 
     Args:
         interaction: FASA's combination of its branches: ``"bidirectional"``
-            (the paper's equations) or ``"reference"`` (the released code).
+            (the paper's equations) or ``"reference"`` (the released code);
+            the fusion ablations ``"add"``, ``"cat"``, ``"mul"``.
+        kv_downsample: FASA's key/value downsampling: ``"refined"`` (the
+            paper), or the ablations ``"pool"``, ``"conv"``, ``"conv_overlap"``.
+        cpe: the conditional positional encoding of every block (ablation: False).
+        attention: the token mixer: ``"fasa"``, or a mechanism the paper
+            compares with (``"maxvit"``, ``"swin"``, ``"pvt"``, ``"twins"``, ``"cswin"``).
         in_chans: input image channels.
         drop_path_rate: stochastic depth, rising linearly from 0 over all blocks.
         global_pool: ``"avg"`` or ``""`` (no pooling: ``forward_head``
@@ -173,6 +253,9 @@ class FAT(nn.Module):
         drop_path_rate: float = 0.0,
         global_pool: str = "avg",
         drop_rate: float = 0.0,
+        kv_downsample: str = "refined",
+        cpe: bool = True,
+        attention: str = "fasa",
     ) -> None:
         super().__init__()
         lengths = {
@@ -185,10 +268,13 @@ class FAT(nn.Module):
             )
         if global_pool not in ("avg", ""):
             raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
         num_stages = len(depths)
         self.num_classes = num_classes
         self.global_pool = global_pool
         self.interaction = interaction
+        self.attention = attention
         self.num_features = self.head_hidden_size = embed_dims[-1]
         self.grad_checkpointing = False
 
@@ -210,6 +296,11 @@ class FAT(nn.Module):
                     out_dim=embed_dims[i + 1] if i < num_stages - 1 else None,
                     drop_path=dpr[start : start + depths[i]],
                     interaction=interaction,
+                    attention=attention,
+                    kv_downsample=kv_downsample,
+                    cpe=cpe,
+                    stage=i,
+                    last_stage=i == num_stages - 1,
                 )
             )
             start += depths[i]
@@ -418,12 +509,13 @@ def _cfg(**kwargs: Any) -> Dict[str, Any]:
 default_cfgs = generate_default_cfgs({name: _cfg() for name in MODEL_CONFIGS})
 
 
-def _create_fat(variant: str, pretrained: bool = False, **kwargs: Any) -> FAT:
-    model_args = MODEL_CONFIGS[variant].model_args()
+def _create_fat(size: str, pretrained: bool = False, variant: str | None = None, **kwargs: Any) -> FAT:
+    """Build FAT size ``size``; ``variant`` names a registered variant of it (its pretrained_cfg)."""
+    model_args = MODEL_CONFIGS[size].model_args()
     model_args.update(kwargs)
     return build_model_with_cfg(
         FAT,
-        variant,
+        variant or size,
         pretrained,
         feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3)),
         **model_args,
