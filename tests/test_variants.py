@@ -119,3 +119,11 @@ def test_variants_train_with_the_cli(tmp_path, name):
     assert main(argv) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["model"] == name and summary["finished"]
+
+
+def test_relative_position_tables_get_no_weight_decay():
+    swin = timm.create_model("fat_b0_attn_swin")
+    names = swin.no_weight_decay()
+    assert names and all(n.endswith("rel_pos.table") for n in names)
+    assert len(names) == sum(1 for n, _ in swin.named_parameters() if "rel_pos" in n)
+    assert timm.create_model("fat_b0").no_weight_decay() == set()

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import random
 import warnings
@@ -41,9 +40,8 @@ __all__ = [
     "collate_skipping",
     "Splits",
     "build_splits",
+    "make_loader",
 ]
-
-_log = logging.getLogger(__name__)
 
 #: Image formats read from folders (torchvision's list, WebP included).
 EXTENSIONS = tuple(sorted(set(IMG_EXTENSIONS) | {".webp"}))
@@ -244,6 +242,7 @@ def collate_skipping(batch: Sequence[Optional[Tuple[Any, int]]]) -> Tuple[torch.
 def make_loader(
     dataset: Dataset, sampler: Sampler, batch_size: int, workers: int, drop_last: bool, pin_memory: bool = False
 ) -> DataLoader:
+    """A loader that drops unreadable images (counting them) and never draws from the global RNG."""
     return DataLoader(
         dataset,
         batch_size=batch_size,

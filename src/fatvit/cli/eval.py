@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import torch
+import yaml
 
 from ..checkpoint import load_checkpoint, read_state_dict
 from ..data import ResumableSampler, SafeImageFolder, SeededDataset, digits_splits, make_loader
@@ -57,8 +59,6 @@ def _training_config(path: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
     saved = _training_config(args.checkpoint)
     state_dict = read_state_dict(args.checkpoint, use_ema=args.ema)
     name = args.model or saved.get("model") or "fat_b0"
@@ -83,8 +83,6 @@ def run(args: argparse.Namespace) -> int:
         _, val = digits_splits()
         where = "the digits held-out split"
     else:
-        from pathlib import Path
-
         root = Path(args.data)
         val = SafeImageFolder(root / "val" if (root / "val").is_dir() else root)
         where = str(root)

@@ -320,7 +320,8 @@ class FAT(nn.Module):
     # ----- timm model interface -----------------------------------------
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
-        return set()
+        """Relative position bias tables of the compared attentions (2-D, so not caught as biases)."""
+        return {name for name, _ in self.named_parameters() if name.endswith("rel_pos.table")}
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
