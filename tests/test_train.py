@@ -113,7 +113,7 @@ def test_no_weight_decay_on_biases_and_norms(folder, tmp_path):
 
 
 def test_training_options_run(folder, tmp_path):
-    options = ["epochs=1", "amp=bf16", "channels_last=true", "grad_checkpointing=true", "accum_steps=2", "ema=true"]
+    options = ["epochs=1", "amp=bf16", "channels_last=false", "grad_checkpointing=true", "accum_steps=2", "ema=true"]
     summary = Trainer(_recipe(tmp_path, "run", *options)).fit()
     assert summary["finished"] and summary["steps"] == 3  # 24 images / (4 x 2)
 

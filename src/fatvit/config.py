@@ -63,7 +63,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda
     amp: str = "none"  # none, bf16, fp16
-    channels_last: bool = False
+    channels_last: bool = True  # NHWC memory: much faster depthwise-conv backward on CPUs
     compile: bool = False
     grad_checkpointing: bool = False
     ema: bool = False

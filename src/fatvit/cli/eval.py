@@ -36,6 +36,12 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--ema", action="store_true", help="use the EMA weights of a training checkpoint")
     p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the model in channels-last memory (default: on; faster on CPUs)",
+    )
+    p.add_argument(
         "--set",
         dest="model_kwargs",
         action="append",
@@ -90,7 +96,9 @@ def run(args: argparse.Namespace) -> int:
         raise FatvitError(f"{args.checkpoint} classifies {num_classes} classes, but {where} has {len(val.classes)}")
     dataset = SeededDataset(val, transform, seed=0)
     loader = make_loader(dataset, ResumableSampler(len(dataset), shuffle=False), args.batch_size, args.workers, False)
-    result = evaluate(model, loader, torch.device("cpu"))
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    result = evaluate(model, loader, torch.device("cpu"), channels_last=args.channels_last)
     if args.json:
         print(json.dumps(dict(model=name, checkpoint=args.checkpoint, data=where, **result.as_dict()), indent=2))
     else:
