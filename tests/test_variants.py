@@ -127,3 +127,11 @@ def test_relative_position_tables_get_no_weight_decay():
     assert names and all(n.endswith("rel_pos.table") for n in names)
     assert len(names) == sum(1 for n, _ in swin.named_parameters() if "rel_pos" in n)
     assert timm.create_model("fat_b0").no_weight_decay() == set()
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+@torch.no_grad()
+def test_variant_scripts_like_eager(name):
+    model = timm.create_model(name, **SMALL).eval()
+    x = torch.randn(1, 3, 50, 38)
+    torch.testing.assert_close(torch.jit.script(model)(x), model(x))

@@ -17,6 +17,8 @@ bottom) and the result cropped back.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
@@ -109,15 +111,17 @@ class PartitionAttention(nn.Module):
         self.rel_pos = RelativePositionBias(size, num_heads) if rel_pos else None
 
     def _shift_mask(self, h: int, w: int, device: torch.device) -> torch.Tensor:
-        """(windows, N, N) additive mask: tokens from different regions of the rolled map do not attend."""
-        s, sh = self.size, self.shift
-        labels = torch.zeros(1, h, w, 1, device=device)
-        region = 0
-        for hs in (slice(0, -s), slice(-s, -sh), slice(-sh, None)):
-            for ws in (slice(0, -s), slice(-s, -sh), slice(-sh, None)):
-                labels[:, hs, ws, :] = region
-                region += 1
-        windows = _to_windows(labels, s, s).squeeze(-1)  # (windows, N)
+        """(windows, N, N) additive mask: tokens from different regions of the rolled map do not attend.
+
+        After the roll, the last ``size`` rows (and columns) hold two regions
+        that were not neighbours: ``[h - size, h - shift)`` and ``[h - shift, h)``.
+        """
+        rows = torch.arange(h, device=device)
+        cols = torch.arange(w, device=device)
+        row_region = (rows >= h - self.size).long() + (rows >= h - self.shift).long()
+        col_region = (cols >= w - self.size).long() + (cols >= w - self.shift).long()
+        labels = (row_region[:, None] * 3 + col_region[None, :]).reshape(1, h, w, 1)
+        windows = _to_windows(labels, self.size, self.size).squeeze(-1)  # (windows, N)
         same = windows[:, :, None] == windows[:, None, :]
         return torch.zeros(same.shape, device=device).masked_fill(~same, float("-inf"))  # own region never empty
 
@@ -131,11 +135,14 @@ class PartitionAttention(nn.Module):
             t = torch.roll(t, (-shift, -shift), dims=(1, 2))
         parts = _to_windows(t, s, s) if self.mode == "window" else _to_grid(t, s)
         q, k, v = self.qkv(parts).chunk(3, dim=-1)
-        mask = self.rel_pos() if self.rel_pos is not None else None  # (heads, N, N)
+        mask: Optional[torch.Tensor] = None
+        if self.rel_pos is not None:
+            mask = self.rel_pos()  # (heads, N, N)
         if shift:
             shift_mask = self._shift_mask(hp, wp, x.device)[:, None]  # (windows, 1, N, N)
-            mask = shift_mask if mask is None else shift_mask + mask
-            mask = mask.repeat(b, 1, 1, 1)  # windows of every image, in the order of `parts`
+            if mask is not None:
+                shift_mask = shift_mask + mask
+            mask = shift_mask.repeat(b, 1, 1, 1)  # windows of every image, in the order of `parts`
         out = F.scaled_dot_product_attention(
             _heads(q, self.num_heads), _heads(k, self.num_heads), _heads(v, self.num_heads),
             attn_mask=None if mask is None else mask.to(q.dtype),
@@ -164,9 +171,9 @@ class SpatialReductionAttention(nn.Module):
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(dim, 2 * dim)
         self.proj = nn.Linear(dim, dim)
-        if sr_ratio > 1:
-            self.sr = nn.Conv2d(dim, dim, sr_ratio, stride=sr_ratio)
-            self.norm = nn.LayerNorm(dim)
+        reduce = sr_ratio > 1
+        self.sr = nn.Conv2d(dim, dim, sr_ratio, stride=sr_ratio) if reduce else nn.Identity()
+        self.norm = nn.LayerNorm(dim) if reduce else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -182,6 +189,28 @@ class SpatialReductionAttention(nn.Module):
             _heads(self.q(tokens), self.num_heads), _heads(k, self.num_heads), _heads(v, self.num_heads)
         )
         return self.proj(_merge_heads(out)).transpose(1, 2).reshape(b, c, h, w)
+
+
+class StripeAttention(nn.Module):
+    """One branch of CSWin: attention within ``wh x ww`` windows of its channels, plus LePE."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.lepe = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+
+    def forward(self, qkv: torch.Tensor, wh: int, ww: int) -> torch.Tensor:
+        """(B, H, W, 3, C') -> (B, H, W, C'), attending within ``wh x ww`` windows."""
+        b, h, w, _, c = qkv.shape
+        padded = _pad_hw(qkv.reshape(b, h, w, 3 * c), wh, ww)
+        hp, wp = padded.shape[1], padded.shape[2]
+        q, k, v = _to_windows(padded, wh, ww).chunk(3, dim=-1)  # (B * windows, wh * ww, C')
+        pos = self.lepe(v.transpose(1, 2).reshape(-1, c, wh, ww)).flatten(2).transpose(1, 2)
+        out = F.scaled_dot_product_attention(
+            _heads(q, self.num_heads), _heads(k, self.num_heads), _heads(v, self.num_heads)
+        )
+        out = _merge_heads(out) + pos
+        return _from_windows(out, b, hp, wp, wh, ww)[:, :h, :w]
 
 
 class CrossShapedWindowAttention(nn.Module):
@@ -200,40 +229,27 @@ class CrossShapedWindowAttention(nn.Module):
         self.full = full
         branches = 1 if full else 2
         self.branch_dim = dim // branches
-        self.branch_heads = num_heads if full else max(num_heads // 2, 1)
-        if self.branch_dim % self.branch_heads:
-            raise ValueError(f"{self.branch_dim} channels per branch do not split into {self.branch_heads} heads")
+        branch_heads = num_heads if full else max(num_heads // 2, 1)
+        if self.branch_dim % branch_heads:
+            raise ValueError(f"{self.branch_dim} channels per branch do not split into {branch_heads} heads")
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
-        self.lepe = nn.ModuleList(
-            [nn.Conv2d(self.branch_dim, self.branch_dim, 3, padding=1, groups=self.branch_dim) for _ in range(branches)]
-        )
-
-    def _stripes(self, qkv: torch.Tensor, wh: int, ww: int, lepe: nn.Module) -> torch.Tensor:
-        """Attention within ``wh x ww`` windows of a (B, H, W, 3, C') tensor; returns (B, H, W, C')."""
-        b, h, w, _, c = qkv.shape
-        padded = _pad_hw(qkv.reshape(b, h, w, 3 * c), wh, ww)
-        hp, wp = padded.shape[1], padded.shape[2]
-        q, k, v = _to_windows(padded, wh, ww).chunk(3, dim=-1)  # (B * windows, wh * ww, C')
-        pos = lepe(v.transpose(1, 2).reshape(-1, c, wh, ww)).flatten(2).transpose(1, 2)
-        out = F.scaled_dot_product_attention(
-            _heads(q, self.branch_heads), _heads(k, self.branch_heads), _heads(v, self.branch_heads)
-        )
-        out = _merge_heads(out) + pos
-        return _from_windows(out, b, hp, wp, wh, ww)[:, :h, :w]
+        # full: one branch over the whole map; else horizontal stripes, then vertical stripes
+        self.branches = nn.ModuleList([StripeAttention(self.branch_dim, branch_heads) for _ in range(branches)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         qkv = self.qkv(x.permute(0, 2, 3, 1)).reshape(b, h, w, 3, c)
-        if self.full:
-            out = self._stripes(qkv, h, w, self.lepe[0])
-        else:
-            half = self.branch_dim
-            sw = self.split_size
-            horizontal = self._stripes(qkv[..., :half], sw, w, self.lepe[0])  # stripes of sw rows
-            vertical = self._stripes(qkv[..., half:], h, sw, self.lepe[1])  # stripes of sw columns
-            out = torch.cat([horizontal, vertical], dim=-1)
-        return self.proj(out).permute(0, 3, 1, 2)
+        sw = self.split_size
+        outs = []
+        for i, branch in enumerate(self.branches):
+            if self.full:
+                outs.append(branch(qkv, h, w))
+            elif i == 0:
+                outs.append(branch(qkv[..., : self.branch_dim], sw, w))  # stripes of sw rows
+            else:
+                outs.append(branch(qkv[..., self.branch_dim :], h, sw))  # stripes of sw columns
+        return self.proj(torch.cat(outs, dim=-1)).permute(0, 3, 1, 2)
 
     def extra_repr(self) -> str:
-        return f"split_size={self.split_size}, full={self.full}, branch_heads={self.branch_heads}"
+        return f"split_size={self.split_size}, full={self.full}"
