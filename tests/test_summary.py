@@ -8,8 +8,8 @@ import pytest
 import timm
 
 from fatvit.cli import main
-from fatvit.cli.summary import summarize
 from fatvit.flops import matches_paper, model_cost
+from fatvit.tables import summarize
 
 
 @pytest.fixture(scope="module")

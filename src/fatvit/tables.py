@@ -1,4 +1,6 @@
-"""The paper's ablation tables, with our measured parameters and FLOPs beside its figures.
+"""The paper's tables, with our measured parameters and FLOPs beside its figures.
+
+:func:`summarize`: every FAT size against the main tables (relative bounds).
 
 ``ablation``: "Main components analysis"; ``attention``: "Different
 self-attention mechanisms comparison". Every row is FAT-B0 with one change
@@ -18,12 +20,57 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List
 
-from .flops import model_cost
-from .models import create_model
+from .flops import matches_paper, model_cost
+from .models import MODEL_CONFIGS, create_model
 
-__all__ = ["PaperRow", "TABLES", "PARAMS_TOL_M", "GFLOPS_TOL", "measure_table"]
+__all__ = [
+    "PaperRow",
+    "TABLES",
+    "PARAMS_TOL_M",
+    "GFLOPS_TOL",
+    "PARAMS_REL_TOL",
+    "GFLOPS_REL_TOL",
+    "measure_table",
+    "summarize",
+]
 
-#: Agreement required with every paper row (absolute): parameters (M) and GFLOPs.
+#: Agreement with the paper required of every FAT size (relative): parameters, FLOPs.
+PARAMS_REL_TOL = 0.01
+GFLOPS_REL_TOL = 0.03
+
+
+def summarize(image_size: int = 224) -> List[Dict[str, Any]]:
+    """One row per FAT size: measured parameters and FLOPs, the paper's, and their relative differences.
+
+    The FLOPs difference compares the paper's figure with the count in the
+    convention it uses (``paper_gflops_convention`` of the size's config).
+    ``matches_paper`` is true when parameters are within 1% and FLOPs within
+    3% of the paper, or print the same at the paper's precision.
+    """
+    rows = []
+    for name, cfg in MODEL_CONFIGS.items():
+        cost = model_cost(create_model(name), (3, image_size, image_size))
+        compared = cost.full_gflops if cfg.paper_gflops_convention == "full" else cost.conv_linear_gmacs
+        rows.append(
+            dict(
+                model=name,
+                params_m=round(cost.params_m, 3),
+                paper_params_m=cfg.paper_params_m,
+                params_rel_diff=round(cost.params_m / float(cfg.paper_params_m) - 1, 4),
+                conv_linear_gmacs=round(cost.conv_linear_gmacs, 3),
+                full_gflops=round(cost.full_gflops, 3),
+                paper_gflops=cfg.paper_gflops,
+                paper_gflops_convention=cfg.paper_gflops_convention,
+                gflops_rel_diff=round(compared / float(cfg.paper_gflops) - 1, 4),
+                matches_paper=matches_paper(cost.params_m, cfg.paper_params_m, PARAMS_REL_TOL)
+                and matches_paper(compared, cfg.paper_gflops, GFLOPS_REL_TOL),
+                paper_top1=cfg.paper_top1,
+            )
+        )
+    return rows
+
+
+#: Agreement required with every row of the ablation tables (absolute): parameters (M) and GFLOPs.
 PARAMS_TOL_M = 0.15
 GFLOPS_TOL = 0.06
 

@@ -4,46 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, Dict, List
 
-from ..flops import matches_paper, model_cost
-from ..models import MODEL_CONFIGS, create_model
+from ..tables import GFLOPS_REL_TOL, PARAMS_REL_TOL, summarize
 from .format import render_table
-
-#: Agreement with the paper required of every size: parameters, FLOPs (relative).
-PARAMS_TOL = 0.01
-GFLOPS_TOL = 0.03
-
-
-def summarize(image_size: int = 224) -> List[Dict[str, Any]]:
-    """One row per FAT size: measured parameters and FLOPs, the paper's, and their relative differences.
-
-    The FLOPs difference compares the paper's figure with the count in the
-    convention it uses (``paper_gflops_convention`` of the size's config).
-    ``matches_paper`` is true when parameters are within 1% and FLOPs within
-    3% of the paper, or print the same at the paper's precision.
-    """
-    rows = []
-    for name, cfg in MODEL_CONFIGS.items():
-        cost = model_cost(create_model(name), (3, image_size, image_size))
-        compared = cost.full_gflops if cfg.paper_gflops_convention == "full" else cost.conv_linear_gmacs
-        rows.append(
-            dict(
-                model=name,
-                params_m=round(cost.params_m, 3),
-                paper_params_m=cfg.paper_params_m,
-                params_rel_diff=round(cost.params_m / float(cfg.paper_params_m) - 1, 4),
-                conv_linear_gmacs=round(cost.conv_linear_gmacs, 3),
-                full_gflops=round(cost.full_gflops, 3),
-                paper_gflops=cfg.paper_gflops,
-                paper_gflops_convention=cfg.paper_gflops_convention,
-                gflops_rel_diff=round(compared / float(cfg.paper_gflops) - 1, 4),
-                matches_paper=matches_paper(cost.params_m, cfg.paper_params_m, PARAMS_TOL)
-                and matches_paper(compared, cfg.paper_gflops, GFLOPS_TOL),
-                paper_top1=cfg.paper_top1,
-            )
-        )
-    return rows
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -94,6 +57,6 @@ def run(args: argparse.Namespace) -> int:
     print(render_table(headers, table))
     print(
         "paper GFLOPs are compared in the convention the paper used for that model; 'matches': params within "
-        f"{PARAMS_TOL:.0%} and FLOPs within {GFLOPS_TOL:.0%}, or equal at the paper's printed precision"
+        f"{PARAMS_REL_TOL:.0%} and FLOPs within {GFLOPS_REL_TOL:.0%}, or equal at the paper's printed precision"
     )
     return 0
