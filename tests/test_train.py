@@ -112,10 +112,14 @@ def test_no_weight_decay_on_biases_and_norms(folder, tmp_path):
     assert all(p.ndim > 1 for p in by_decay[0.05])
 
 
-def test_training_options_run(folder, tmp_path):
-    options = ["epochs=1", "amp=bf16", "channels_last=false", "grad_checkpointing=true", "accum_steps=2", "ema=true"]
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_training_options_run(folder, tmp_path, amp):
+    options = ["epochs=1", f"amp={amp}", "channels_last=false", "grad_checkpointing=true", "accum_steps=2", "ema=true"]
     summary = Trainer(_recipe(tmp_path, "run", *options)).fit()
     assert summary["finished"] and summary["steps"] == 3  # 24 images / (4 x 2)
+    ckpt = torch.load(tmp_path / "run" / "last.pth", weights_only=True)
+    assert (ckpt["scaler"] is not None) == (amp == "fp16")  # fp16 trains with a GradScaler, saved for resume
+    assert ckpt["model_ema"] is not None
 
 
 def test_finetune_with_a_new_number_of_classes(folder, tmp_path):
