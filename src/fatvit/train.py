@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, load_checkpoint, save_safetensors
+from .checkpoint import CheckpointError, load_checkpoint, read_file, save_safetensors
 from .config import TrainConfig, apply_overrides, make_config
 from .data import ResumableSampler, SeededDataset, build_splits, make_loader
 from .distributed import all_reduce_sum, cleanup, init_distributed
@@ -95,13 +95,7 @@ def _set_rng_state(state: Dict[str, Any]) -> None:
 
 def read_training_checkpoint(path: str | Path) -> Dict[str, Any]:
     """A fatvit training checkpoint (``last.pth``/``best.pth``), read with ``weights_only=True``."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from None
+    ckpt = read_file(path)
     if not isinstance(ckpt, dict) or "optimizer" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{path} is not a fatvit training checkpoint (use finetune=PATH to start from weights)")
     return ckpt
@@ -353,9 +347,7 @@ class Trainer:
             leave=False, dynamic_ncols=True, file=sys.stderr,
         )  # fmt: skip
         seen, start = 0, time.perf_counter()
-        for images, targets, skipped in bar:
-            if self.batches_done >= self.micro_batches_per_epoch:
-                break
+        for images, targets, skipped in bar:  # the sampler yields exactly the epoch's remaining batches
             self.skipped_images += skipped
             if skipped:
                 _log.warning("%d unreadable image(s) skipped so far", self.skipped_images)
@@ -373,15 +365,20 @@ class Trainer:
                 rate = seen * self.dist.world_size / max(time.perf_counter() - start, 1e-9)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self._lr():.2e}", img_s=f"{rate:.0f}")
                 if self.max_steps is not None and self.global_step >= self.max_steps:
-                    self.train_seconds += time.perf_counter() - start
+                    self._add_train_time(start)
                     return False
                 if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0:
-                    self.train_seconds += time.perf_counter() - start
-                    start = time.perf_counter()
+                    start = self._add_train_time(start)  # the checkpoint records the time so far
                     self.save("last")
         bar.close()
-        self.train_seconds += time.perf_counter() - start
+        self._add_train_time(start)
         return True
+
+    def _add_train_time(self, start: float) -> float:
+        """Add the time since ``start`` to ``train_seconds``; returns now, the next start."""
+        now = time.perf_counter()
+        self.train_seconds += now - start
+        return now
 
     def _train_micro_batch(self, images: torch.Tensor, targets: torch.Tensor) -> float:
         cfg = self.cfg

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..checkpoint import load_checkpoint, read_state_dict
+from ..checkpoint import apply_state_dict, read_checkpoint
 from ..data import ResumableSampler, SafeImageFolder, SeededDataset, digits_splits, make_loader
 from ..errors import FatvitError
 from ..evaluate import eval_transform, evaluate
@@ -53,20 +53,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.set_defaults(run=run)
 
 
-def _training_config(path: str) -> dict:
-    """The config recorded in a fatvit training checkpoint, or {} for other files."""
-    if path.endswith(".safetensors"):
-        return {}
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        return {}  # read_state_dict reports unreadable files
-    return obj.get("config", {}) if isinstance(obj, dict) else {}
-
-
 def run(args: argparse.Namespace) -> int:
-    saved = _training_config(args.checkpoint)
-    state_dict = read_state_dict(args.checkpoint, use_ema=args.ema)
+    state_dict, saved = read_checkpoint(args.checkpoint, use_ema=args.ema)
     name = args.model or saved.get("model") or "fat_b0"
     kwargs = dict(saved.get("model_kwargs", {}))
     for item in args.model_kwargs:
@@ -75,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     head = state_dict.get("head.weight")
     num_classes = head.shape[0] if head is not None else 1000
     model = create_model(name, num_classes=num_classes, **kwargs)
-    load_checkpoint(model, args.checkpoint, use_ema=args.ema)
+    apply_state_dict(model, state_dict, args.checkpoint)
     img_size = args.img_size or saved.get("img_size")
     crop_pct = args.crop_pct if args.crop_pct is not None else saved.get("crop_pct")
     interpolation = args.interpolation or saved.get("interpolation")

@@ -65,7 +65,6 @@ class RefinedDownsample(nn.Module):
         steps = int(round(math.log2(window_size)))
         if window_size < 2 or 2**steps != window_size:
             raise ValueError(f"window_size must be a power of two >= 2, got {window_size}")
-        self.steps = steps
         for m in range(steps):
             self.add_module(
                 f"conv{m}",

@@ -102,7 +102,6 @@ class FATBlock(nn.Module):
         mlp_ratio: float = 4.0,
         out_dim: int | None = None,
         drop_path: float = 0.0,
-        interaction: str = "bidirectional",
         attn: nn.Module | None = None,
         cpe: bool = True,
     ) -> None:
@@ -112,7 +111,7 @@ class FATBlock(nn.Module):
         self.use_cpe = cpe
         self.cpe = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim) if cpe else nn.Identity()
         self.norm1 = nn.GroupNorm(1, dim)
-        self.attn = attn if attn is not None else FASA(dim, num_heads, kernel_size, window_size, interaction)
+        self.attn = attn if attn is not None else FASA(dim, num_heads, kernel_size, window_size)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = nn.GroupNorm(1, dim)
         self.downsample = DownsampleShortcut(dim, out_dim) if stride == 2 else nn.Identity()
@@ -273,8 +272,6 @@ class FAT(nn.Module):
         num_stages = len(depths)
         self.num_classes = num_classes
         self.global_pool = global_pool
-        self.interaction = interaction
-        self.attention = attention
         self.num_features = self.head_hidden_size = embed_dims[-1]
         self.grad_checkpointing = False
 
