@@ -1,4 +1,4 @@
-"""Shared fixtures: the authors' reference outputs beside the repository (../shared/reference)."""
+"""Shared fixtures: the authors' reference outputs (copied from shared/reference into tests/data), small data sets."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE_DIR = REPO.parent / "shared" / "reference"
+REFERENCE_DIR = REPO / "tests" / "data"
 
 torch.set_num_threads(2)
 
@@ -18,7 +18,7 @@ torch.set_num_threads(2)
 def _reference_module():
     path = REFERENCE_DIR / "reference_weights.py"
     if not path.is_file():
-        pytest.fail(f"reference data not found at {REFERENCE_DIR}: ../shared must sit beside the repository")
+        pytest.fail(f"reference data not found at {REFERENCE_DIR}")
     spec = importlib.util.spec_from_file_location("reference_weights", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

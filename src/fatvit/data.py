@@ -1,8 +1,10 @@
 """Data for training and evaluation.
 
 * :class:`SafeImageFolder`: ImageNet-style ``root/<class>/*`` folders; every
-  image is converted to RGB (grayscale, palette, CMYK, alpha); an unreadable
-  or truncated file is reported by path and skipped, never a crash.
+  image is converted to 8-bit RGB (grayscale, palette, CMYK, alpha, 16-bit
+  and float images scaled to 8 bits); an unreadable or truncated file is
+  reported by path and skipped, never a crash; files of other formats are
+  counted and reported.
 * :func:`digits_splits`: scikit-learn's handwritten digits (a real data set
   shipped inside that package) as a small image classification set with a
   fixed, stratified train/val split: the default data set.
@@ -15,11 +17,12 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -43,20 +46,49 @@ __all__ = [
     "make_loader",
 ]
 
-#: Image formats read from folders (torchvision's list, WebP included).
-EXTENSIONS = tuple(sorted(set(IMG_EXTENSIONS) | {".webp"}))
+#: Image formats read from folders (torchvision's list, WebP and GIF included).
+EXTENSIONS = tuple(sorted(set(IMG_EXTENSIONS) | {".webp", ".gif"}))
 
 
 def _is_image(path: str) -> bool:
     return path.lower().endswith(EXTENSIONS)
 
 
+def to_8bit(img: Image.Image) -> Image.Image:
+    """An image whose pixels are 16-bit or 32-bit integers, or floats, as an 8-bit greyscale image.
+
+    Pillow's own conversion clips such values to 0..255 (a 16-bit image turns
+    white, a float one in [0, 1] black). Here 16-bit integers are scaled by
+    255 / 65535; 32-bit integers likewise if they stay under 65536 (a 16-bit
+    PNG opened as ``I``), else by their maximum; floats in [0, 1] by 255,
+    floats in [0, 255] kept, any other float range stretched to 0..255.
+    Other modes are returned unchanged.
+    """
+    if img.mode not in ("I", "F") and not img.mode.startswith("I;16"):
+        return img
+    arr = np.asarray(img, dtype=np.float64)
+    arr = np.where(np.isfinite(arr), arr, 0.0)
+    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    if img.mode.startswith("I;16"):
+        arr = arr * (255.0 / 65535.0)
+    elif img.mode == "I":
+        if lo < 0 or hi > 65535:
+            arr = (arr - lo) * (255.0 / max(hi - lo, 1.0))
+        elif hi > 255:
+            arr = arr * (255.0 / 65535.0)
+    elif lo >= 0 and hi <= 1.0:  # float
+        arr = arr * 255.0
+    elif lo < 0 or hi > 255:
+        arr = (arr - lo) * (255.0 / max(hi - lo, 1e-12))
+    return Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8), mode="L")
+
+
 def load_rgb(path: str) -> Image.Image:
-    """Open an image and convert it to RGB (grayscale, palette, CMYK and alpha images included)."""
+    """Open an image and convert it to 8-bit RGB (greyscale, palette, CMYK, alpha, 16-bit and float included)."""
     with open(path, "rb") as f:
         img = Image.open(f)
         img.load()
-    return img.convert("RGB")
+    return to_8bit(img).convert("RGB")
 
 
 class SafeImageFolder(ImageFolder):
@@ -64,17 +96,37 @@ class SafeImageFolder(ImageFolder):
 
     ``__getitem__`` returns ``None`` for such a file (after a warning naming
     it); :func:`collate_skipping` drops those samples from the batch and
-    counts them.
+    counts them. Files that are not images of a supported format (see
+    :data:`EXTENSIONS`) are counted by suffix in ``ignored`` and reported in
+    one warning; hidden files (``.DS_Store``) are passed over silently.
     """
 
     def __init__(self, root: str | Path, transform: Optional[Callable] = None) -> None:
         root = Path(root)
         if not root.is_dir():
             raise FatvitError(f"data folder not found: {root}")
+        self.ignored: Dict[str, int] = {}
+
+        def is_valid(path: str) -> bool:
+            if _is_image(path):
+                return True
+            name = os.path.basename(path)
+            if not name.startswith("."):
+                suffix = os.path.splitext(name)[1].lower() or "(no suffix)"
+                self.ignored[suffix] = self.ignored.get(suffix, 0) + 1
+            return False
+
         try:
-            super().__init__(str(root), transform=transform, loader=load_rgb, is_valid_file=_is_image)
+            super().__init__(str(root), transform=transform, loader=load_rgb, is_valid_file=is_valid)
         except (FileNotFoundError, RuntimeError) as err:
             raise FatvitError(f"no images in {root}: expected {root}/<class>/<image> ({err})") from None
+        if self.ignored:
+            counts = ", ".join(f"{n} {suffix}" for suffix, n in sorted(self.ignored.items()))
+            warnings.warn(
+                f"{root}: ignored {sum(self.ignored.values())} file(s) that are not images of a supported format "
+                f"({counts}; read: {', '.join(EXTENSIONS)})",
+                stacklevel=2,
+            )
 
     def __getitem__(self, index: int) -> Optional[Tuple[Any, int]]:
         path, target = self.samples[index]
@@ -192,13 +244,17 @@ class SeededDataset(Dataset):
 class ResumableSampler(Sampler[int]):
     """Shuffled (or ordered) indices for one process of ``num_replicas``, resumable mid-epoch.
 
-    The permutation depends on (seed, epoch) only. Every replica gets the
-    same number of samples (the list is padded by wrapping around), as with
-    ``DistributedSampler``. ``start`` skips the first samples of this
-    replica's share: the ones an interrupted run already trained on.
+    The permutation depends on (seed, epoch) only. With ``pad`` (training)
+    every replica gets the same number of samples (the list is padded by
+    wrapping around), as with ``DistributedSampler``; without it
+    (evaluation) the replicas share the samples exactly, each once.
+    ``start`` skips the first samples of this replica's share: the ones an
+    interrupted run already trained on.
     """
 
-    def __init__(self, length: int, shuffle: bool = True, seed: int = 0, num_replicas: int = 1, rank: int = 0) -> None:
+    def __init__(
+        self, length: int, shuffle: bool = True, seed: int = 0, num_replicas: int = 1, rank: int = 0, pad: bool = True
+    ) -> None:
         self.length = length
         self.shuffle = shuffle
         self.seed = seed
@@ -206,7 +262,8 @@ class ResumableSampler(Sampler[int]):
         self.rank = rank
         self.epoch = 0
         self.start = 0
-        self.per_replica = math.ceil(length / num_replicas)
+        self.pad = pad
+        self.per_replica = math.ceil(length / num_replicas) if pad else len(range(rank, length, num_replicas))
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch = epoch
@@ -218,6 +275,8 @@ class ResumableSampler(Sampler[int]):
             order = torch.randperm(self.length, generator=g).tolist()
         else:
             order = list(range(self.length))
+        if not self.pad:
+            return order[self.rank :: self.num_replicas]
         total = self.per_replica * self.num_replicas
         order = (order * math.ceil(total / max(len(order), 1)))[:total]
         return order[self.rank : total : self.num_replicas]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "all_reduce_sum", "cleanup"]
+__all__ = ["DistInfo", "init_distributed", "all_reduce_sum", "cleanup", "pick_device"]
 
 
 @dataclass(frozen=True)
@@ -27,16 +27,19 @@ class DistInfo:
         return self.world_size > 1
 
 
-def _pick_device(preference: str, local_rank: int) -> torch.device:
+def pick_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
+    """The device a setting names (auto: the first CUDA device if any, else the CPU)."""
     if preference == "auto":
         preference = "cuda" if torch.cuda.is_available() else "cpu"
-    if preference == "cuda":
+    if preference.startswith("cuda"):
         if not torch.cuda.is_available():
             from .errors import FatvitError
 
-            raise FatvitError("device 'cuda' asked for, but no CUDA device is available")
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
+            raise FatvitError(f"device {preference!r} asked for, but no CUDA device is available")
+        # under torchrun each process takes its local rank's GPU; alone, the one named (cuda:N) or the first
+        index = local_rank if int(os.environ.get("WORLD_SIZE", "1")) > 1 else torch.device(preference).index or 0
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     return torch.device(preference)
 
 
@@ -45,7 +48,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = _pick_device(device, local_rank)
+    dev = pick_device(device, local_rank)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
     return DistInfo(rank, world_size, local_rank, dev)

@@ -10,6 +10,7 @@ from typing import Any, Dict
 import torch
 import torch.nn.functional as F
 from timm.data import create_transform, resolve_data_config
+from timm.utils import accuracy
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -25,9 +26,17 @@ class EvalResult:
     loss: float
     images: int
     images_per_s: float
+    skipped: int = 0  # unreadable images, left out of the metrics
 
     def as_dict(self) -> Dict[str, Any]:
-        return dict(top1=self.top1, top5=self.top5, loss=self.loss, images=self.images, images_per_s=self.images_per_s)
+        return dict(
+            top1=self.top1,
+            top5=self.top5,
+            loss=self.loss,
+            images=self.images,
+            images_per_s=self.images_per_s,
+            skipped_images=self.skipped,
+        )
 
 
 def eval_transform(model: nn.Module, **overrides: Any):  # noqa: ANN201 - a torchvision transform
@@ -48,12 +57,18 @@ def evaluate(
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
 ) -> EvalResult:
-    """Top-1/top-5 accuracy (%) and mean cross-entropy over ``loader``, summed over all ranks."""
+    """Top-1/top-5 accuracy (%) and mean cross-entropy over ``loader``, summed over all ranks.
+
+    Under DDP each rank must see its own share of the images, each image once
+    (``ResumableSampler(pad=False)``), so the figures are exact.
+    """
     model.eval()
-    totals = torch.zeros(4, dtype=torch.float64, device=device)  # images, loss sum, top1 hits, top5 hits
+    # images, loss sum, top-1 hits, top-5 hits, unreadable images
+    totals = torch.zeros(5, dtype=torch.float64, device=device)
     start = time.perf_counter()
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
-    for images, targets, _skipped in loader:
+    for images, targets, skipped in loader:
+        totals[4] += skipped
         if images.numel() == 0:
             continue
         images, targets = images.to(device), targets.to(device)
@@ -62,12 +77,11 @@ def evaluate(
         with autocast:
             logits = model(images)
         logits = logits.float()
-        k = min(5, logits.shape[1])
-        top = logits.topk(k, dim=1).indices
-        hits = top == targets[:, None]
+        n = len(targets)
+        top1, top5 = accuracy(logits, targets, topk=(1, min(5, logits.shape[1])))  # percentages of the batch
         batch = torch.stack(
-            [torch.tensor(float(len(targets)), device=device), F.cross_entropy(logits, targets, reduction="sum"),
-             hits[:, 0].sum(), hits.any(dim=1).sum()]
+            [torch.tensor(float(n), device=device), F.cross_entropy(logits, targets, reduction="sum"),
+             (top1 * n / 100).round(), (top5 * n / 100).round(), torch.tensor(0.0, device=device)]
         )  # fmt: skip
         totals += batch.to(torch.float64)  # stays on the device: no sync per batch
     seconds = time.perf_counter() - start
@@ -79,4 +93,5 @@ def evaluate(
         loss=totals[1].item() / n,
         images=int(totals[0].item()),
         images_per_s=totals[0].item() / max(seconds, 1e-9),
+        skipped=int(totals[4].item()),
     )

@@ -1,14 +1,20 @@
-"""What a training run leaves for people and scripts: CSV metrics, TensorBoard, a PNG plot, summary.json."""
+"""What a training run leaves for people and scripts: CSV metrics, a PNG plot, summary.json.
+
+Whole files (summary.json, the plot, rewritten CSVs) are written through
+:func:`fatvit.files.atomic_write`; CSV rows are appended as they come.
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Sequence
 
-__all__ = ["append_csv", "plot_curves", "write_json_atomic"]
+from .files import atomic_write
+
+__all__ = ["append_csv", "keep_csv_rows", "plot_curves", "write_csv", "write_json_atomic"]
 
 
 def append_csv(path: Path, row: Dict[str, Any]) -> None:
@@ -21,10 +27,31 @@ def append_csv(path: Path, row: Dict[str, Any]) -> None:
         writer.writerow(row)
 
 
+def write_csv(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
+    """Write ``rows`` (header from the first) as the whole file, atomically; no rows: no file."""
+    if not rows:
+        Path(path).unlink(missing_ok=True)
+        return
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_write(path, "w") as f:
+        f.write(text.getvalue())
+
+
+def keep_csv_rows(path: Path, keep: Callable[[Dict[str, str]], bool]) -> None:
+    """Keep only the rows of an existing CSV for which ``keep(row)`` holds (a resumed run drops its future)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = [row for row in csv.DictReader(f) if keep(row)]
+    write_csv(path, rows)
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    with atomic_write(path, "w") as f:
+        f.write(json.dumps(data, indent=2))
 
 
 def plot_curves(history: Sequence[Dict[str, Any]], path: Path) -> None:
@@ -48,7 +75,8 @@ def plot_curves(history: Sequence[Dict[str, Any]], path: Path) -> None:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_write(path) as f:
+            fig.savefig(f, dpi=100, format="png")
+    finally:
+        plt.close(fig)

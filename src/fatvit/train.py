@@ -8,16 +8,21 @@ had never stopped::
 
     from fatvit.config import load_config
     from fatvit.train import Trainer
-    summary = Trainer(load_config("configs/digits.yaml", ["epochs=5"])).fit()
+    summary = Trainer(load_config("digits", ["epochs=5", "output=runs/digits"])).fit()
     summary = Trainer.resume("runs/digits/last.pth").fit()  # after an interruption
+
+A run's folder must be new or empty (``overwrite=True`` replaces the files of
+a run there); a resumed run continues in its own folder, drops whatever it
+had logged after its checkpoint, and accepts only the changes listed in
+:data:`RESUME_CHANGEABLE` (``epochs`` re-plans the schedule, and says so).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import random
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -31,44 +36,56 @@ from timm.data import Mixup, create_transform
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
-from timm.utils import ModelEmaV3
+from timm.utils import ModelEmaV3, distribute_bn, random_seed
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, load_checkpoint, read_file, save_safetensors
+from .checkpoint import (
+    CheckpointError,
+    apply_state_dict,
+    model_meta,
+    read_checkpoint,
+    read_file,
+    save_checkpoint,
+    save_safetensors,
+)
 from .config import TrainConfig, apply_overrides, make_config
 from .data import ResumableSampler, SeededDataset, build_splits, make_loader
 from .distributed import all_reduce_sum, cleanup, init_distributed
 from .errors import FatvitError
 from .evaluate import EvalResult, evaluate
+from .files import prepare_output_dir
 from .models import create_model
-from .reporting import append_csv, plot_curves, write_json_atomic
+from .reporting import append_csv, keep_csv_rows, plot_curves, write_csv, write_json_atomic
 
-__all__ = ["Trainer", "TrainingDivergedError", "read_training_checkpoint", "save_atomic"]
+__all__ = ["Trainer", "TrainingDivergedError", "read_training_checkpoint", "resolve_amp", "RUN_FILES"]
 
 _log = logging.getLogger("fatvit.train")
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+#: What a run writes in its folder (``overwrite`` replaces exactly these).
+RUN_FILES = ("last.pth", "best.pth", "model.safetensors", "metrics.csv", "steps.csv", "summary.json",
+             "training_curves.png", "tensorboard")  # fmt: skip
+
+#: Config keys a resumed run may change; any other change would be ignored by the restored state, so it is refused.
+RESUME_CHANGEABLE = ("epochs", "data", "workers", "device", "log_every", "checkpoint_every", "channels_last",
+                     "compile", "deterministic")  # fmt: skip
 
 
 class TrainingDivergedError(FatvitError):
     """The loss became NaN or infinite."""
 
 
-def save_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file, fsync, then rename: a crash leaves the old file intact."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype of an ``amp`` setting: ``auto`` is bf16 on CUDA devices that support it, else fp16
+    on CUDA, and none (fp32) on CPUs."""
+    if amp == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return AMP_DTYPES[amp]
 
 
 def _rng_state() -> Dict[str, Any]:
@@ -111,24 +128,27 @@ class Trainer:
     """
 
     def __init__(
-        self, cfg: TrainConfig, max_steps: Optional[int] = None, _resume: Optional[Dict[str, Any]] = None
+        self,
+        cfg: TrainConfig,
+        max_steps: Optional[int] = None,
+        overwrite: bool = False,
+        _resume: Optional[Dict[str, Any]] = None,
     ) -> None:
+        if max_steps is not None and max_steps < 1:
+            raise FatvitError(f"max_steps must be at least 1, got {max_steps}")
         self.resume_ckpt = _resume
         self.cfg = cfg
         self.max_steps = max_steps
         self.dist = init_distributed(cfg.device)
         self.device = self.dist.device
-        self.amp_dtype = AMP_DTYPES.get(cfg.amp, "bad")
-        if self.amp_dtype == "bad":
-            raise FatvitError(f"amp must be one of {', '.join(AMP_DTYPES)}, got {cfg.amp!r}")
-        if cfg.accum_steps < 1 or cfg.batch_size < 1 or cfg.epochs < 1:
-            raise FatvitError("epochs, batch_size and accum_steps must be at least 1")
-        self._seed_everything(cfg.seed + self.dist.rank)
+        self.amp_dtype = resolve_amp(cfg.amp, self.device)
+        random_seed(cfg.seed, self.dist.rank)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
-        self.out = self._output_dir()
+        self.out = self._output_path(overwrite)
         self._build_data()
         self._build_model()
+        self._build_loaders()
         self._build_optimization()
         self.epoch = 0
         self.batches_done = 0  # micro-batches of the current epoch already trained on
@@ -141,87 +161,116 @@ class Trainer:
         self.train_seconds = 0.0
         if self.resume_ckpt is not None:
             self._restore(self.resume_ckpt)
+        # the folder is made only once everything above worked: a failed start leaves nothing behind
         self.writer = None
         if self.dist.is_main:
+            prepare_output_dir(self.out)
+            if overwrite and self.resume_ckpt is None:
+                self._remove_run_files()
+            if self.resume_ckpt is not None:  # forget what was logged after the checkpoint
+                keep_csv_rows(self.out / "steps.csv", lambda row: int(row["step"]) <= self.global_step)
+                write_csv(self.out / "metrics.csv", self.history)
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(self.out / "tensorboard"))
+            purge = self.global_step + 1 if self.resume_ckpt is not None else None
+            self.writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=purge)
 
     @classmethod
-    def resume(cls, path: str | Path, overrides: Sequence[str] = (), max_steps: Optional[int] = None) -> Trainer:
+    def resume(
+        cls,
+        path: str | Path,
+        overrides: Sequence[str] = (),
+        max_steps: Optional[int] = None,
+        typed: Optional[Dict[str, Any]] = None,
+    ) -> Trainer:
         """Continue the run whose ``last.pth`` (or ``best.pth``) is ``path``, in that run's folder.
 
-        The run's own recipe is used; ``overrides`` (``key=value``) may change
-        it, for instance ``epochs=400`` to train longer.
+        The run's own recipe is used. ``typed`` values and ``overrides``
+        (``key=value``) may change only the keys of :data:`RESUME_CHANGEABLE`:
+        ``epochs=400`` trains longer (the cosine schedule is re-planned for
+        the new length), ``data=...`` follows a moved data set.
+
+        Raises:
+            FatvitError: another key is changed, ``epochs`` is lowered below
+                the epochs done, or the run is finished and ``epochs`` not raised.
         """
         ckpt = read_training_checkpoint(path)
-        values = apply_overrides(ckpt["config"], overrides)
-        values["output"] = str(Path(path).resolve().parent)
-        return cls(make_config(values), max_steps=max_steps, _resume=ckpt)
+        saved = dict(ckpt["config"])
+        values = apply_overrides(saved, overrides, typed)
+        changed = sorted(k for k in values if values[k] != saved.get(k))
+        if "output" in changed:
+            raise FatvitError(
+                f"a run resumes in its own folder ({Path(path).resolve().parent}); --output cannot move it "
+                "(copy the folder and resume from the copy)"
+            )
+        fixed = [k for k in changed if k not in RESUME_CHANGEABLE]
+        if fixed:
+            raise FatvitError(
+                f"cannot change {', '.join(fixed)} when resuming: the run's model, optimizer, schedule and data "
+                f"order continue as saved (changeable: {', '.join(RESUME_CHANGEABLE)}); start a new run from its "
+                f"weights with --finetune {path}"
+            )
+        cfg = make_config(values)
+        done, planned = ckpt["epoch"], saved["epochs"]
+        if cfg.epochs < done or (cfg.epochs == done and ckpt.get("batches_done", 0)):
+            raise FatvitError(f"the run has trained {done} epoch(s) already: epochs={cfg.epochs} is too few")
+        if done >= planned and cfg.epochs == planned:
+            raise FatvitError(
+                f"the run in {Path(path).resolve().parent} finished its {planned} epochs: raise epochs to train "
+                f"longer (--epochs N), or start a new run from its weights with --finetune {path}"
+            )
+        cfg.output = str(Path(path).resolve().parent)
+        return cls(cfg, max_steps=max_steps, _resume=ckpt)
 
     # ----- set-up ---------------------------------------------------------
-    @staticmethod
-    def _seed_everything(seed: int) -> None:
-        torch.manual_seed(seed)
-        np.random.seed(seed % 2**32)
-        random.seed(seed)
-
-    def _output_dir(self) -> Path:
+    def _output_path(self, overwrite: bool) -> Path:
+        """The run's folder; a new run's must be new or empty (or ``overwrite``), checked before any work."""
         cfg = self.cfg
         if cfg.output is None:
-            cfg.output = str(Path("runs") / f"{cfg.model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+            base = Path("runs") / f"{cfg.model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+            out, n = base, 1
+            while out.exists():
+                n += 1
+                out = base.with_name(f"{base.name}-{n}")
+            cfg.output = str(out)
         out = Path(cfg.output)
-        if self.dist.is_main:
-            out.mkdir(parents=True, exist_ok=True)
+        if out.exists() and not out.is_dir():
+            raise FatvitError(f"output {out} is a file, not a folder")
+        if self.resume_ckpt is None and self.dist.is_main and out.is_dir() and not overwrite:
+            held = sorted(p.name for p in out.iterdir())
+            if held:
+                hint = f"resume that run with --resume {out / 'last.pth'}, " if "last.pth" in held else ""
+                raise FatvitError(
+                    f"output folder {out} is not empty ({', '.join(held[:4])}{' ...' if len(held) > 4 else ''}): "
+                    f"{hint}choose another --output, or pass --overwrite to replace its run files"
+                )
         return out
+
+    def _remove_run_files(self) -> None:
+        for name in RUN_FILES:
+            path = self.out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
 
     def _build_data(self) -> None:
         cfg = self.cfg
-        splits = build_splits(cfg.data)
-        if len(splits.train) == 0 or len(splits.val) == 0:
+        self.splits = build_splits(cfg.data)
+        if len(self.splits.train) == 0 or len(self.splits.val) == 0:
             raise FatvitError("the train and val sets must both hold images")
-        self.classes = splits.classes
-        mean_std = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-        train_tf = create_transform(
-            cfg.img_size,
-            is_training=True,
-            scale=tuple(cfg.scale),
-            hflip=cfg.hflip,
-            color_jitter=cfg.color_jitter,
-            auto_augment=cfg.auto_augment,
-            interpolation=cfg.interpolation,
-            re_prob=cfg.reprob,
-            re_mode=cfg.remode,
-            **mean_std,
-        )
-        val_tf = create_transform(
-            cfg.img_size, is_training=False, interpolation=cfg.interpolation, crop_pct=cfg.crop_pct, **mean_std
-        )
-        self.train_set = SeededDataset(splits.train, train_tf, cfg.seed)
-        self.val_set = SeededDataset(splits.val, val_tf, cfg.seed)
-        world, rank = self.dist.world_size, self.dist.rank
-        self.train_sampler = ResumableSampler(len(self.train_set), True, cfg.seed, world, rank)
-        self.val_sampler = ResumableSampler(len(self.val_set), False, cfg.seed, world, rank)
-        self.micro_batches_per_epoch = len(self.train_sampler) // cfg.batch_size
-        if self.micro_batches_per_epoch < cfg.accum_steps:
-            raise FatvitError(
-                f"the train set has {len(self.train_set)} images: too few for one step of "
-                f"{cfg.batch_size} x {cfg.accum_steps} per process on {world} process(es)"
-            )
-        self.steps_per_epoch = self.micro_batches_per_epoch // cfg.accum_steps
-        self.val_loader = make_loader(self.val_set, self.val_sampler, cfg.batch_size, cfg.workers, drop_last=False)
+        self.classes = self.splits.classes
 
     def _build_model(self) -> None:
         cfg = self.cfg
         kwargs = dict(cfg.model_kwargs)
         if cfg.drop_path_rate is not None:
             kwargs["drop_path_rate"] = cfg.drop_path_rate
-        try:
-            model = create_model(cfg.model, num_classes=len(self.classes), **kwargs)
-        except TypeError as err:
-            raise FatvitError(f"bad model_kwargs for {cfg.model}: {err}") from None
+        self.model_kwargs = kwargs
+        model = create_model(cfg.model, num_classes=len(self.classes), **kwargs)
         if cfg.finetune and self.resume_ckpt is None:
-            skipped = load_checkpoint(model, cfg.finetune, strict=False)
+            state_dict, meta = read_checkpoint(cfg.finetune)
+            skipped = apply_state_dict(model, state_dict, cfg.finetune, strict=False, meta=meta)
             classifier = model.pretrained_cfg.get("classifier", "head")
             foreign = [k for k in skipped if not k.startswith(classifier + ".")]
             if foreign:
@@ -237,13 +286,20 @@ class Trainer:
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
         self.model = model  # the plain module: checkpoints, EMA and evaluation use it
+        data_cfg = model.pretrained_cfg
+        self.mean = tuple(data_cfg.get("mean", (0.485, 0.456, 0.406)))
+        self.std = tuple(data_cfg.get("std", (0.229, 0.224, 0.225)))
         self.ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None
         train_model: nn.Module = model
+        self.sync_bn = self.dist.distributed and self.device.type == "cuda"
         if self.dist.distributed:
-            if self.device.type == "cuda":
+            if self.sync_bn:
                 train_model = nn.SyncBatchNorm.convert_sync_batchnorm(train_model)
             elif self.dist.is_main:
-                _log.info("SyncBatchNorm needs GPUs in PyTorch: keeping per-process BatchNorm on %s", self.device)
+                _log.info(
+                    "SyncBatchNorm needs GPUs in PyTorch: BatchNorm statistics on %s are averaged over the "
+                    "processes before each evaluation and checkpoint", self.device,
+                )  # fmt: skip
             train_model = DistributedDataParallel(
                 train_model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
@@ -251,22 +307,56 @@ class Trainer:
             train_model = torch.compile(train_model)
         self.train_model = train_model
 
+    def meta(self) -> Dict[str, Any]:
+        """The record every file of the run carries: how to rebuild and feed the model."""
+        cfg = self.cfg
+        return model_meta(
+            cfg.model, self.model_kwargs, self.classes, cfg.img_size, cfg.crop_pct, cfg.interpolation,
+            self.mean, self.std, getattr(self.model, "interaction", None) or None,
+        )  # fmt: skip
+
+    def _build_loaders(self) -> None:
+        cfg = self.cfg
+        mean_std = dict(mean=self.mean, std=self.std)
+        train_tf = create_transform(
+            cfg.img_size,
+            is_training=True,
+            scale=tuple(cfg.scale),
+            hflip=cfg.hflip,
+            color_jitter=cfg.color_jitter,
+            auto_augment=cfg.auto_augment,
+            interpolation=cfg.interpolation,
+            re_prob=cfg.reprob,
+            re_mode=cfg.remode,
+            **mean_std,
+        )
+        val_tf = create_transform(
+            cfg.img_size, is_training=False, interpolation=cfg.interpolation, crop_pct=cfg.crop_pct, **mean_std
+        )
+        self.train_set = SeededDataset(self.splits.train, train_tf, cfg.seed)
+        self.val_set = SeededDataset(self.splits.val, val_tf, cfg.seed)
+        world, rank = self.dist.world_size, self.dist.rank
+        self.train_sampler = ResumableSampler(len(self.train_set), True, cfg.seed, world, rank)
+        # each validation image once, on one process: exact metrics
+        self.val_sampler = ResumableSampler(len(self.val_set), False, cfg.seed, world, rank, pad=False)
+        self.micro_batches_per_epoch = len(self.train_sampler) // cfg.batch_size
+        if self.micro_batches_per_epoch < cfg.accum_steps:
+            raise FatvitError(
+                f"the train set has {len(self.train_set)} images: too few for one step of "
+                f"{cfg.batch_size} x {cfg.accum_steps} per process on {world} process(es)"
+            )
+        self.steps_per_epoch = self.micro_batches_per_epoch // cfg.accum_steps
+        self.val_loader = make_loader(self.val_set, self.val_sampler, cfg.batch_size, cfg.workers, drop_last=False)
+
     def _build_optimization(self) -> None:
         cfg = self.cfg
         self.global_batch = cfg.batch_size * cfg.accum_steps * self.dist.world_size
-        self.lr = cfg.lr * self.global_batch / cfg.lr_base_batch  # linear scaling rule
+        # linear scaling rule, applied to the warmup and final lrs too (as the authors' main.py does)
+        scale = self.global_batch / cfg.lr_base_batch
+        self.lr, self.warmup_lr, self.min_lr = cfg.lr * scale, cfg.warmup_lr * scale, cfg.min_lr * scale
         self.optimizer = create_optimizer_v2(self.model, cfg.opt, lr=self.lr, weight_decay=cfg.weight_decay)
-        self.scheduler, _ = create_scheduler_v2(
-            self.optimizer,
-            sched="cosine",
-            num_epochs=cfg.epochs,
-            warmup_epochs=cfg.warmup_epochs,
-            warmup_lr=cfg.warmup_lr,
-            min_lr=cfg.min_lr,
-            step_on_epochs=False,
-            updates_per_epoch=self.steps_per_epoch,
-        )
-        self.scaler = torch.amp.GradScaler(self.device.type) if cfg.amp == "fp16" else None
+        self.scheduler = self._make_scheduler()
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
         self.mixup = None
         if cfg.mixup > 0 or cfg.cutmix > 0:
             self.mixup = Mixup(
@@ -281,6 +371,20 @@ class Trainer:
             self.criterion = LabelSmoothingCrossEntropy(cfg.smoothing)
         else:
             self.criterion = nn.CrossEntropyLoss()
+
+    def _make_scheduler(self):  # noqa: ANN202 - a timm scheduler
+        cfg = self.cfg
+        scheduler, _ = create_scheduler_v2(
+            self.optimizer,
+            sched="cosine",
+            num_epochs=cfg.epochs,
+            warmup_epochs=cfg.warmup_epochs,
+            warmup_lr=self.warmup_lr,
+            min_lr=self.min_lr,
+            step_on_epochs=False,
+            updates_per_epoch=self.steps_per_epoch,
+        )
+        return scheduler
 
     # ----- checkpoints ----------------------------------------------------
     def state(self) -> Dict[str, Any]:
@@ -302,6 +406,7 @@ class Trainer:
             "rng": _rng_state(),
             "classes": self.classes,
             "config": self.cfg.to_dict(),
+            "meta": self.meta(),
         }
 
     def _restore(self, ckpt: Dict[str, Any]) -> None:
@@ -312,7 +417,9 @@ class Trainer:
         except RuntimeError as err:
             raise CheckpointError(f"the checkpoint does not fit {self.cfg.model}: {str(err).splitlines()[0]}") from None
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
+        planned = ckpt["config"]["epochs"]
+        if self.cfg.epochs == planned:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None and ckpt.get("model_ema"):
@@ -321,13 +428,22 @@ class Trainer:
                     "epoch_samples", "skipped_images", "train_seconds"):  # fmt: skip
             setattr(self, key, ckpt[key])
         _set_rng_state(ckpt["rng"])
+        before = self._lr()
         self.scheduler.step_update(num_updates=self.global_step)
+        if self.cfg.epochs != planned and self.dist.is_main:
+            print(
+                f"epochs {planned} -> {self.cfg.epochs}: the cosine schedule is re-planned over {self.cfg.epochs} "
+                f"epochs; at step {self.global_step} the lr goes from {before:.3e} to {self._lr():.3e}",
+                flush=True,
+            )
 
     def save(self, name: str) -> Optional[Path]:
+        """Write ``name``.pth (rank 0); every process must call it (BatchNorm statistics are averaged first)."""
+        self._sync_batchnorm_stats()
         if not self.dist.is_main:
             return None
         path = self.out / f"{name}.pth"
-        save_atomic(self.state(), path)
+        save_checkpoint(self.state(), path)
         return path
 
     # ----- the loop ---------------------------------------------------------
@@ -401,9 +517,14 @@ class Trainer:
         stats = all_reduce_sum(torch.stack([loss.detach().float() * len(targets), torch.tensor(float(len(targets)))]))
         mean_loss = (stats[0] / stats[1]).item()
         if not math.isfinite(mean_loss):
+            last = self.out / "last.pth"
+            kept = (
+                f"the last good checkpoint is kept: {last} (resume with --resume {last})"
+                if last.is_file()
+                else f"no checkpoint was written before it (in {self.out})"
+            )
             raise TrainingDivergedError(
-                f"loss is {mean_loss} at step {self.global_step + 1} (epoch {self.epoch + 1}); stopped, "
-                f"the last good checkpoint is kept in {self.out}"
+                f"loss is {mean_loss} at step {self.global_step + 1} (epoch {self.epoch + 1}); stopped: {kept}"
             )
         self.epoch_loss_sum += stats[0].item()
         self.epoch_samples += int(stats[1].item())
@@ -429,15 +550,24 @@ class Trainer:
             append_csv(
                 self.out / "steps.csv", dict(step=self.global_step, epoch=self.epoch + 1, loss=loss, lr=self._lr())
             )
-            if self.writer is not None and self.global_step % max(cfg.log_every, 1) == 0:
-                self.writer.add_scalar("train/loss", loss, self.global_step)
-                self.writer.add_scalar("train/lr", self._lr(), self.global_step)
+            if self.writer is not None and self.global_step % cfg.log_every == 0:
+                self.writer.add_scalar("step/loss", loss, self.global_step)
+                self.writer.add_scalar("step/lr", self._lr(), self.global_step)
 
     def _lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
+    def _sync_batchnorm_stats(self) -> None:
+        """Without SyncBatchNorm (DDP on CPUs) average the BatchNorm statistics of the processes, so that every
+        process evaluates, and rank 0 saves, the same model."""
+        if self.dist.distributed and not self.sync_bn:
+            distribute_bn(self.model, self.dist.world_size, reduce=True)
+            if self.ema is not None:
+                distribute_bn(self.ema.module, self.dist.world_size, reduce=True)
+
     def _end_epoch(self) -> EvalResult:
         cfg = self.cfg
+        self._sync_batchnorm_stats()
         result = evaluate(self.model, self.val_loader, self.device, self.amp_dtype, cfg.channels_last)
         row: Dict[str, Any] = dict(
             epoch=self.epoch + 1,
@@ -449,6 +579,8 @@ class Trainer:
             lr=self._lr(),
             train_seconds=round(self.train_seconds, 2),
             skipped_images=self.skipped_images,
+            val_images=result.images,
+            val_skipped_images=result.skipped,
         )
         if self.ema is not None:
             row["ema_top1"] = evaluate(self.ema.module, self.val_loader, self.device, self.amp_dtype).top1
@@ -460,8 +592,8 @@ class Trainer:
         self.epoch_loss_sum, self.epoch_samples = 0.0, 0
         if self.dist.is_main:
             append_csv(self.out / "metrics.csv", row)
-            for key in ("train_loss", "val_loss", "val_top1", "val_top5"):
-                self.writer.add_scalar(key.replace("_", "/", 1), row[key], self.epoch)
+            for key in ("train_loss", "val_loss", "val_top1", "val_top5"):  # per epoch, at the epoch's last step
+                self.writer.add_scalar(f"epoch/{key}", row[key], self.global_step)
             self.writer.flush()
             plot_curves(self.history, self.out / "training_curves.png")
             print(
@@ -491,7 +623,7 @@ class Trainer:
                     return self._summary(finished=False)
                 self._end_epoch()
             if self.dist.is_main:
-                save_safetensors(self.model, self.out / "model.safetensors")
+                save_safetensors(self.model, self.out / "model.safetensors", meta=self.meta())
             return self._summary(finished=True)
         finally:
             if self.writer is not None:

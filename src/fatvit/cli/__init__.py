@@ -1,10 +1,14 @@
-"""The ``fatvit`` command: one module per verb, each thin over the library."""
+"""The ``fatvit`` command: one module per verb, each thin over the library.
+
+Every user error, argparse's own included, ends with one line
+``fatvit: error: ...`` on stderr and exit code 1.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import List
+from typing import List, NoReturn
 
 from ..errors import FatvitError
 from . import eval as eval_verb
@@ -13,12 +17,20 @@ from . import summary, table, train
 VERBS = {"train": train, "eval": eval_verb, "summary": summary, "table": table}
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with fatvit's error convention: one line, exit code 1 (not argparse's usage and 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"fatvit: error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        sys.exit(1)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="fatvit",
         description="FAT (Fully Adaptive Transformer) models: summary, training, evaluation and tables.",
     )
-    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB", parser_class=Parser)
     for name, module in VERBS.items():
         module.add_parser(sub, name)
     return parser
@@ -26,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: List[str] | None = None) -> int:
     """Run the ``fatvit`` command; user errors print one line and return 1."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help (0) or a bad argument (1, its line already printed)
+        return int(exit_.code or 0)
     try:
         return int(args.run(args) or 0)
     except FatvitError as err:

@@ -5,15 +5,33 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any, Dict
 
 import torch
-import yaml
 
 from ..checkpoint import apply_state_dict, read_checkpoint
+from ..config import apply_overrides, make_config
 from ..data import ResumableSampler, SafeImageFolder, SeededDataset, digits_splits, make_loader
+from ..distributed import pick_device
 from ..errors import FatvitError
 from ..evaluate import eval_transform, evaluate
 from ..models import create_model
+from .format import positive_int
+
+#: Config keys that apply to evaluation (flags and --set KEY=VALUE); a file's own record fills them first.
+EVAL_KEYS = ("model", "model_kwargs", "img_size", "crop_pct", "interpolation", "batch_size", "workers", "device",
+             "channels_last", "data")  # fmt: skip
+#: Flags that are shortcuts for those keys.
+SHORTCUTS = {
+    "model": str,
+    "data": str,
+    "img_size": positive_int,
+    "crop_pct": float,
+    "interpolation": str,
+    "batch_size": positive_int,
+    "workers": int,
+    "device": str,
+}
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -22,76 +40,106 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         help="evaluate a checkpoint",
         description=(
             "Top-1, top-5, loss and images/s of a model on a validation folder (DATA/<class>/* or DATA/val/<class>/*) "
-            "or on the embedded digits set's held-out split. Reads fatvit checkpoints, the authors' files and "
-            ".safetensors. Crop and interpolation come from the model's pretrained_cfg unless given."
+            "or on the embedded digits set's held-out split. Reads fatvit checkpoints and .safetensors exports "
+            "(model, classes and preprocessing from the file's own record) and the authors' files (give --model, "
+            "and model arguments with --set model_kwargs.NAME=VALUE). Flags and --set win over the record."
         ),
     )
-    p.add_argument("--model", default=None, help="model name (default: the one recorded in a fatvit checkpoint)")
     p.add_argument("--checkpoint", required=True, help="weights: .pth (fatvit or the authors') or .safetensors")
-    p.add_argument("--data", default=None, help="validation folder (default: the digits held-out split)")
-    p.add_argument("--img-size", type=int, default=None)
-    p.add_argument("--crop-pct", type=float, default=None)
-    p.add_argument("--interpolation", default=None)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2)
+    for key, kind in SHORTCUTS.items():
+        default_help = {
+            "model": "default: the file's record, else fat_b0",
+            "data": "default: the digits held-out split",
+        }
+        p.add_argument(
+            f"--{key.replace('_', '-')}",
+            dest=key,
+            type=kind,
+            default=None,
+            help=f"config key {key} ({default_help.get(key, 'default: the file record, else the model')})",
+        )
     p.add_argument("--ema", action="store_true", help="use the EMA weights of a training checkpoint")
     p.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=None,
         help="run the model in channels-last memory (default: on; faster on CPUs)",
     )
     p.add_argument(
         "--set",
-        dest="model_kwargs",
+        dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="model constructor argument (YAML value); repeatable",
+        help=f"set a config key ({', '.join(EVAL_KEYS)}; model_kwargs.NAME for model arguments); repeatable",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run)
 
 
+def eval_values(meta: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
+    """The evaluation's config values: the file's record, then flags, then --set; checked by TrainConfig."""
+    values = {k: meta[k] for k in ("model", "model_kwargs", "img_size", "crop_pct", "interpolation") if k in meta}
+    typed = {key: getattr(args, key) for key in SHORTCUTS if getattr(args, key) is not None}
+    if args.channels_last is not None:
+        typed["channels_last"] = args.channels_last
+    values = apply_overrides(values, args.overrides, typed)
+    foreign = [k for k in values if k not in EVAL_KEYS]
+    if foreign:
+        raise FatvitError(f"config key {foreign[0]!r} does not apply to eval (it takes {', '.join(EVAL_KEYS)})")
+    make_config(values)  # types and ranges, as for training
+    return values
+
+
 def run(args: argparse.Namespace) -> int:
-    state_dict, saved = read_checkpoint(args.checkpoint, use_ema=args.ema)
-    name = args.model or saved.get("model") or "fat_b0"
-    kwargs = dict(saved.get("model_kwargs", {}))
-    for item in args.model_kwargs:
-        key, _, value = item.partition("=")
-        kwargs[key] = yaml.safe_load(value)
-    head = state_dict.get("head.weight")
-    num_classes = head.shape[0] if head is not None else 1000
-    model = create_model(name, num_classes=num_classes, **kwargs)
-    apply_state_dict(model, state_dict, args.checkpoint)
-    img_size = args.img_size or saved.get("img_size")
-    crop_pct = args.crop_pct if args.crop_pct is not None else saved.get("crop_pct")
-    interpolation = args.interpolation or saved.get("interpolation")
+    state_dict, meta = read_checkpoint(args.checkpoint, use_ema=args.ema)
+    values = eval_values(meta, args)
+    cfg = make_config(values)
+    name = values.get("model", "fat_b0")
+    model = create_model(name, **cfg.model_kwargs)
+    classifier = model.pretrained_cfg.get("classifier", "head")
+    head = state_dict.get(f"{classifier}.weight")
+    num_classes = meta.get("num_classes") or (head.shape[0] if head is not None else model.num_classes)
+    if num_classes != model.num_classes:
+        model.reset_classifier(num_classes)
+    apply_state_dict(model, state_dict, args.checkpoint, meta=meta)
     transform = eval_transform(
         model,
-        input_size=(3, img_size, img_size) if img_size else None,
-        crop_pct=crop_pct,
-        interpolation=interpolation,
+        input_size=(3, cfg.img_size, cfg.img_size) if "img_size" in values else None,
+        crop_pct=cfg.crop_pct if "crop_pct" in values else None,
+        interpolation=cfg.interpolation if "interpolation" in values else None,
+        mean=tuple(meta["mean"]) if "mean" in meta else None,
+        std=tuple(meta["std"]) if "std" in meta else None,
     )
-    if args.data is None:
+    if cfg.data is None:
         _, val = digits_splits()
         where = "the digits held-out split"
     else:
-        root = Path(args.data)
+        root = Path(cfg.data)
         val = SafeImageFolder(root / "val" if (root / "val").is_dir() else root)
         where = str(root)
     if len(val.classes) != num_classes:
         raise FatvitError(f"{args.checkpoint} classifies {num_classes} classes, but {where} has {len(val.classes)}")
+    if meta.get("classes") and list(meta["classes"]) != list(val.classes):
+        differ = [f"{a!r} vs {b!r}" for a, b in zip(meta["classes"], val.classes) if a != b]
+        raise FatvitError(
+            f"{args.checkpoint} was trained on other classes than {where} has "
+            f"(class index: checkpoint vs data: {', '.join(differ[:3])}{' ...' if len(differ) > 3 else ''})"
+        )
+    device = pick_device(cfg.device)
     dataset = SeededDataset(val, transform, seed=0)
-    loader = make_loader(dataset, ResumableSampler(len(dataset), shuffle=False), args.batch_size, args.workers, False)
-    if args.channels_last:
+    loader = make_loader(dataset, ResumableSampler(len(dataset), shuffle=False, pad=False), cfg.batch_size,
+                         cfg.workers, False)  # fmt: skip
+    model = model.to(device)
+    if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    result = evaluate(model, loader, torch.device("cpu"), channels_last=args.channels_last)
+    result = evaluate(model, loader, device, channels_last=cfg.channels_last)
     if args.json:
         print(json.dumps(dict(model=name, checkpoint=args.checkpoint, data=where, **result.as_dict()), indent=2))
     else:
+        skipped = f", {result.skipped} unreadable skipped" if result.skipped else ""
         print(
             f"{name} on {where}: top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  loss {result.loss:.4f}  "
-            f"({result.images} images, {result.images_per_s:.1f} images/s)"
+            f"({result.images} images{skipped}, {result.images_per_s:.1f} images/s)"
         )
     return 0

@@ -1,8 +1,20 @@
-"""Plain-text tables for the terminal."""
+"""Shared pieces of the verbs: argument types and plain-text tables for the terminal."""
 
 from __future__ import annotations
 
+import argparse
 from typing import Sequence
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

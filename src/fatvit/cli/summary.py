@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..tables import GFLOPS_REL_TOL, PARAMS_REL_TOL, summarize
-from .format import render_table
+from .format import positive_int, render_table
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -18,13 +18,13 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
             "(attention matmuls and norms included, fvcore) of every FAT size, beside the paper's figures."
         ),
     )
-    p.add_argument("--image-size", type=int, default=224, help="square input side (default: 224)")
+    p.add_argument("--img-size", type=positive_int, default=224, help="square input side (default: 224)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    rows = summarize(args.image_size)
+    rows = summarize(args.img_size)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         "diff",
         "matches",
     ]
-    print(f"FAT models at {args.image_size}x{args.image_size}")
+    print(f"FAT models at {args.img_size}x{args.img_size}")
     print(render_table(headers, table))
     print(
         "paper GFLOPs are compared in the convention the paper used for that model; 'matches': params within "

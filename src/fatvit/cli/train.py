@@ -1,22 +1,25 @@
-"""``fatvit train``: train a FAT model (the embedded digits set when no --data is given)."""
+"""``fatvit train``: train a FAT model, or any timm model, with a recipe (the embedded digits set without --data)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
-from typing import List
+from typing import Any, Dict, Optional
 
-from ..config import CONFIG_DIR, load_config
+from ..config import load_config, recipe_names
 from ..errors import FatvitError
 from ..train import Trainer
+from .format import positive_int
 
 #: Flags that are shortcuts for config keys (any key also works with --set KEY=VALUE).
 SHORTCUTS = {
     "model": str,
     "data": str,
-    "epochs": int,
-    "batch_size": int,
+    "epochs": positive_int,
+    "batch_size": positive_int,
+    "img_size": positive_int,
     "lr": float,
     "output": str,
     "workers": int,
@@ -27,37 +30,27 @@ SHORTCUTS = {
 }
 
 
-def resolve_recipe(value: str | None, data: str | None, model: str | None) -> Path | None:
-    """A recipe path, or a name under configs/ (``fat_b0``, ``digits``)."""
-    if value is None:
-        if data is None:
-            value = "digits"  # the embedded data set has its own short recipe
-        else:
-            value = model or "fat_b0"
-        path = CONFIG_DIR / f"{value}.yaml"
-        return path if path.is_file() else None
-    path = Path(value)
-    if path.is_file():
-        return path
-    named = CONFIG_DIR / f"{value}.yaml"
-    if named.is_file():
-        return named
-    raise FatvitError(f"config not found: {value} (a YAML path, or a name under {CONFIG_DIR})")
+def default_recipe(data: Optional[str]) -> str:
+    """The recipe used without --config: ``digits`` for the embedded set, the paper's ``imagenet`` with --data."""
+    return "digits" if data is None else "imagenet"
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(
         name,
-        help="train a FAT model",
+        help="train a model",
         description=(
-            "Train a FAT model with the paper's recipe on an ImageNet-style folder (DATA/train/<class>/*, "
-            "DATA/val/<class>/*), or, without --data, on scikit-learn's handwritten digits (configs/digits.yaml). "
-            "Launch with torchrun for several processes (DDP)."
+            "Train a FAT model (or any timm model, for comparisons under the same recipe) on an ImageNet-style "
+            "folder (DATA/train/<class>/*, DATA/val/<class>/*) with the paper's recipe, or, without --data, on "
+            "scikit-learn's handwritten digits (the 'digits' recipe). Launch with torchrun for several "
+            "processes (DDP)."
         ),
     )
     p.add_argument(
         "--config",
-        help="recipe: a YAML file or a name under configs/ (default: digits; the model's recipe with --data)",
+        metavar="RECIPE",
+        help=f"a YAML file or a recipe name: {', '.join(recipe_names())} "
+        "(default: digits without --data, imagenet with it)",
     )
     for key, kind in SHORTCUTS.items():
         p.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind, default=None, help=f"config key {key}")
@@ -70,25 +63,38 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         help="override any config key (YAML value; model_kwargs.NAME for model arguments); repeatable",
     )
     p.add_argument("--resume", metavar="CKPT", help="continue a run exactly from its last.pth")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps in all")
+    p.add_argument("--overwrite", action="store_true", help="replace the run files of a non-empty --output folder")
+    p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many optimizer steps in all")
     p.add_argument("--json", action="store_true", help="print summary.json's content at the end")
     p.set_defaults(run=run)
 
 
-def overrides_from(args: argparse.Namespace) -> List[str]:
-    flags = [f"{key}={json.dumps(getattr(args, key))}" for key in SHORTCUTS if getattr(args, key) is not None]
-    return flags + list(args.overrides)
+def typed_flags(args: argparse.Namespace) -> Dict[str, Any]:
+    """The config values given as flags, already typed by argparse."""
+    return {key: getattr(args, key) for key in SHORTCUTS if getattr(args, key) is not None}
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides = overrides_from(args)
+    flags = typed_flags(args)
     if args.resume:
-        trainer = Trainer.resume(args.resume, overrides, max_steps=args.max_steps)
+        if args.config:
+            raise FatvitError("--config cannot be used with --resume: a run continues with its own recipe")
+        if args.overwrite:
+            raise FatvitError("--overwrite cannot be used with --resume: a resumed run continues its own files")
+        trainer = Trainer.resume(args.resume, args.overrides, max_steps=args.max_steps, typed=flags)
     else:
-        recipe = resolve_recipe(args.config, args.data, args.model)
-        trainer = Trainer(load_config(recipe, overrides), max_steps=args.max_steps)
+        recipe = args.config or default_recipe(args.data)
+        trainer = Trainer(
+            load_config(recipe, args.overrides, flags), max_steps=args.max_steps, overwrite=args.overwrite
+        )
     try:
         summary = trainer.fit()
+    except KeyboardInterrupt:
+        last = Path(trainer.out) / "last.pth"
+        if trainer.dist.is_main:
+            hint = f"resume with: fatvit train --resume {last}" if last.is_file() else "no checkpoint was written yet"
+            print(f"\nfatvit: interrupted; {hint}", file=sys.stderr)
+        return 130
     finally:
         trainer.close()
     if trainer.dist.is_main:

@@ -22,6 +22,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
+from timm.models import register_notrace_module
 from torch import nn
 
 __all__ = ["PartitionAttention", "SpatialReductionAttention", "CrossShapedWindowAttention"]
@@ -85,6 +86,7 @@ class RelativePositionBias(nn.Module):
         return self.table[self.index.reshape(-1)].reshape(n, n, -1).permute(2, 0, 1)  # (heads, N, N)
 
 
+@register_notrace_module  # shape-dependent partitioning: one leaf of timm's FX graphs
 class PartitionAttention(nn.Module):
     """Self-attention inside ``size x size`` partitions of the map.
 
@@ -157,6 +159,7 @@ class PartitionAttention(nn.Module):
         return f"num_heads={self.num_heads}, size={self.size}, mode={self.mode!r}, shift={self.shift}"
 
 
+@register_notrace_module  # shape-dependent partitioning: one leaf of timm's FX graphs
 class SpatialReductionAttention(nn.Module):
     """PVT's spatial-reduction attention (Twins' global sub-sampled attention is the same operator).
 
@@ -206,13 +209,20 @@ class StripeAttention(nn.Module):
         hp, wp = padded.shape[1], padded.shape[2]
         q, k, v = _to_windows(padded, wh, ww).chunk(3, dim=-1)  # (B * windows, wh * ww, C')
         pos = self.lepe(v.transpose(1, 2).reshape(-1, c, wh, ww)).flatten(2).transpose(1, 2)
+        mask: Optional[torch.Tensor] = None
+        if hp != h or wp != w:  # padded keys must not enter the softmax (every window holds a real one)
+            real = _pad_hw(torch.ones(1, h, w, 1, device=qkv.device), wh, ww)
+            keep = _to_windows(real, wh, ww).squeeze(-1) > 0  # (windows, wh * ww)
+            mask = torch.zeros(keep.shape, device=qkv.device).masked_fill(~keep, float("-inf"))
+            mask = mask[:, None, None, :].repeat(b, 1, 1, 1).to(q.dtype)  # (B * windows, 1, 1, N)
         out = F.scaled_dot_product_attention(
-            _heads(q, self.num_heads), _heads(k, self.num_heads), _heads(v, self.num_heads)
+            _heads(q, self.num_heads), _heads(k, self.num_heads), _heads(v, self.num_heads), attn_mask=mask
         )
         out = _merge_heads(out) + pos
         return _from_windows(out, b, hp, wp, wh, ww)[:, :h, :w]
 
 
+@register_notrace_module  # shape-dependent partitioning: one leaf of timm's FX graphs
 class CrossShapedWindowAttention(nn.Module):
     """CSWin's cross-shaped window self-attention with locally-enhanced positional encoding (LePE).
 

@@ -36,10 +36,21 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FASA", "RefinedDownsample", "StridedConvDownsample", "INTERACTIONS", "KV_DOWNSAMPLES", "make_kv_downsample"]
+__all__ = [
+    "FASA",
+    "RefinedDownsample",
+    "StridedConvDownsample",
+    "INTERACTIONS",
+    "KV_DOWNSAMPLES",
+    "make_kv_downsample",
+    "pad_to_multiple",
+    "to_heads",
+    "from_heads",
+]
 
 #: The ways FASA can combine its local and global branches: the two interactions, then the fusions.
 INTERACTIONS = ("bidirectional", "reference", "add", "cat", "mul")
@@ -81,6 +92,36 @@ class RefinedDownsample(nn.Module):
         return x
 
 
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad a ``(B, C, H, W)`` map at the right and bottom to multiples of ``multiple``."""
+    return F.pad(x, (0, (-x.shape[-1]) % multiple, 0, (-x.shape[-2]) % multiple))
+
+
+def to_heads(t: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, heads, H*W, C / heads), with unit stride in the last dim.
+
+    In channels-last memory this is a view. SDPA's fused CPU kernel needs
+    the unit stride, so a channels-first map is copied once here.
+    """
+    b, c = t.shape[0], t.shape[1]
+    t = t.flatten(2).transpose(1, 2).reshape(b, -1, num_heads, c // num_heads).transpose(1, 2)
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def from_heads(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B, heads, H*W, C / heads) -> ``like``'s shape ``(B, C, H, W)``, in ``like``'s memory format."""
+    b, c, h, w = like.shape
+    if like.is_contiguous(memory_format=torch.channels_last):
+        return t.transpose(1, 2).reshape(b, h, w, c).permute(0, 3, 1, 2)
+    return t.transpose(-1, -2).reshape(b, c, h, w)
+
+
+# shape- and layout-dependent helpers are single nodes in FX graphs (torch.fx / timm feature extraction)
+torch.fx.wrap("pad_to_multiple")
+torch.fx.wrap("to_heads")
+torch.fx.wrap("from_heads")
+
+
 class StridedConvDownsample(nn.Module):
     """A depthwise conv of stride ``window_size`` and BatchNorm (ablation of the refined downsample).
 
@@ -100,8 +141,7 @@ class StridedConvDownsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.overlap:
-            ws = self.window_size
-            x = F.pad(x, (0, (-x.shape[-1]) % ws, 0, (-x.shape[-2]) % ws))
+            x = pad_to_multiple(x, self.window_size)
         return self.bn(self.conv(x))
 
 
@@ -160,24 +200,12 @@ class FASA(nn.Module):
         self.pool = make_kv_downsample(kv_downsample, dim, window_size)
         self.kv_downsample = kv_downsample
 
-    def _to_heads(self, t: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, heads, H*W, head_dim), with unit stride in the last dim.
-
-        In channels-last memory this is a view. SDPA's fused CPU kernel needs
-        the unit stride, so a channels-first map is copied once here.
-        """
-        b = t.shape[0]
-        t = t.flatten(2).transpose(1, 2).reshape(b, -1, self.num_heads, self.head_dim).transpose(1, 2)
-        return t if t.stride(-1) == 1 else t.contiguous()
-
     def global_aggregation(self, q: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """X'_global = MHSA(Q, pool(K), pool(V)), returned as ``(B, C, H, W)`` in ``q``'s memory format."""
-        b, c, h, w = q.shape
         k, v = self.kv(self.pool(x)).chunk(2, dim=1)
-        out = F.scaled_dot_product_attention(self._to_heads(q), self._to_heads(k), self._to_heads(v))
-        if q.is_contiguous(memory_format=torch.channels_last):
-            return out.transpose(1, 2).reshape(b, h, w, c).permute(0, 3, 1, 2)
-        return out.transpose(-1, -2).reshape(b, c, h, w)
+        heads = self.num_heads
+        out = F.scaled_dot_product_attention(to_heads(q, heads), to_heads(k, heads), to_heads(v, heads))
+        return from_heads(out, q)
 
     def local_aggregation(self, q: torch.Tensor) -> torch.Tensor:
         """X'_local = Q' * sigmoid(Q') with Q' = DWConv(Q)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from timm.layers import GroupNorm1
 from torch import nn
 
 __all__ = ["ConvBNAct", "ConvStem"]
@@ -36,7 +37,7 @@ class ConvStem(nn.Module):
         self.conv3 = ConvBNAct(dim, dim)
         self.conv4 = ConvBNAct(dim, dim)
         self.conv5 = nn.Conv2d(dim, dim, 1)
-        self.layernorm = nn.GroupNorm(1, dim)
+        self.layernorm = GroupNorm1(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv2(self.conv1(x))

@@ -11,13 +11,14 @@ The state-dict layout is the authors' (``patch_embed``, ``layers.{i}.blocks.{j}`
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.utils.checkpoint
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, trunc_normal_
+from timm.layers import DropPath, GroupNorm1, calculate_drop_path_rates, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from torch import nn
@@ -32,10 +33,27 @@ from ..layers import (
     SpatialReductionAttention,
 )
 
-__all__ = ["FAT", "FATBlock", "FATStage", "FATConfig", "MODEL_CONFIGS", "ATTENTIONS", "model_names", "token_mixer"]
+__all__ = [
+    "FAT",
+    "FATBlock",
+    "FATStage",
+    "FATConfig",
+    "MODEL_CONFIGS",
+    "ATTENTIONS",
+    "HEAD_INITS",
+    "InteractionMismatchWarning",
+    "model_names",
+    "token_mixer",
+]
 
 #: Token mixers of the FAT block: FASA, and the attentions the paper compares it with.
 ATTENTIONS = ("fasa", "maxvit", "swin", "pvt", "twins", "cswin")
+
+#: Initialisations of the classifier: timm's truncated normal (std 0.02), or PyTorch's default (the released code).
+HEAD_INITS = ("trunc_normal", "default")
+
+#: The entry of a state dict's ``_metadata`` under which FAT records how it was built.
+RECORD_KEY = "fatvit"
 
 #: CSWin-T's stripe widths per stage (its last stage attends over the whole map).
 CSWIN_SPLIT_SIZES = (1, 2, 7, 7)
@@ -110,10 +128,12 @@ class FATBlock(nn.Module):
         out_dim = dim if out_dim is None else out_dim
         self.use_cpe = cpe
         self.cpe = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim) if cpe else nn.Identity()
-        self.norm1 = nn.GroupNorm(1, dim)
+        self.norm1 = GroupNorm1(dim)
         self.attn = attn if attn is not None else FASA(dim, num_heads, kernel_size, window_size)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = nn.GroupNorm(1, dim)
+        # no parameters: names the token mixer's output, a stage's feature point, for FX and hooks
+        self.mixer_out = nn.Identity()
+        self.norm2 = GroupNorm1(dim)
         self.downsample = DownsampleShortcut(dim, out_dim) if stride == 2 else nn.Identity()
         self.ffn = ConvFFN(dim, int(dim * mlp_ratio), out_dim, mlp_kernel_size, stride=stride)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
@@ -122,7 +142,7 @@ class FATBlock(nn.Module):
         """Token mixing at the block's input resolution: CPE and FASA."""
         if self.use_cpe:
             x = x + self.cpe(x)
-        return x + self.drop_path1(self.attn(self.norm1(x)))
+        return self.mixer_out(x + self.drop_path1(self.attn(self.norm1(x))))
 
     def forward_ffn(self, x: torch.Tensor) -> torch.Tensor:
         """Channel mixing, and the downsampling of a stage's last block."""
@@ -155,6 +175,7 @@ class FATStage(nn.Module):
     ) -> None:
         super().__init__()
         self.grad_checkpointing = False
+        self.downsamples = out_dim is not None
         self.blocks = nn.Sequential(
             *[
                 FATBlock(
@@ -185,12 +206,14 @@ class FATStage(nn.Module):
         )
 
     def forward_to_feature(self, x: torch.Tensor) -> torch.Tensor:
-        """All blocks but the last, then the last block's token mixer.
+        """The stage's feature map: its output, or, in a stage that downsamples, the point before that.
 
-        This is the deepest point of the stage at its own resolution and
-        width: the stage's feature map for dense prediction.
+        In a stage whose last block downsamples, that is every block but the
+        last, then the last block's token mixer: the deepest point of the stage
+        at its own resolution and width. The last stage does not downsample,
+        so its feature is its whole output.
         """
-        last = len(self.blocks) - 1
+        last = len(self.blocks) - 1 if self.downsamples else len(self.blocks)
         for j, block in enumerate(self.blocks):
             # `not torch.jit.is_scripting()` must stay inline: TorchScript skips such branches
             if self.grad_checkpointing and not torch.jit.is_scripting():
@@ -203,7 +226,9 @@ class FATStage(nn.Module):
         return x
 
     def forward_from_feature(self, x: torch.Tensor) -> torch.Tensor:
-        """The last block's ConvFFN: the transition to the next stage."""
+        """From the stage's feature to its output: the last block's downsampling ConvFFN (if it has one)."""
+        if not self.downsamples:
+            return x
         block = self.blocks[-1]
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return torch.utils.checkpoint.checkpoint(block.forward_ffn, x, use_reentrant=False)
@@ -233,6 +258,9 @@ class FAT(nn.Module):
             compares with (``"maxvit"``, ``"swin"``, ``"pvt"``, ``"twins"``, ``"cswin"``).
         in_chans: input image channels.
         drop_path_rate: stochastic depth, rising linearly from 0 over all blocks.
+        head_init: the classifier's initialisation: ``"trunc_normal"`` (std
+            0.02, timm's convention) or ``"default"`` (PyTorch's, as in the
+            released code).
         global_pool: ``"avg"`` or ``""`` (no pooling: ``forward_head``
             returns the map).
     """
@@ -255,6 +283,7 @@ class FAT(nn.Module):
         kv_downsample: str = "refined",
         cpe: bool = True,
         attention: str = "fasa",
+        head_init: str = "trunc_normal",
     ) -> None:
         super().__init__()
         lengths = {
@@ -269,14 +298,18 @@ class FAT(nn.Module):
             raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
         if attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
+        if head_init not in HEAD_INITS:
+            raise ValueError(f"head_init must be one of {HEAD_INITS}, got {head_init!r}")
         num_stages = len(depths)
         self.num_classes = num_classes
         self.global_pool = global_pool
         self.num_features = self.head_hidden_size = embed_dims[-1]
         self.grad_checkpointing = False
+        # recorded in every state dict, checked when one is loaded (see _record_build, _check_build)
+        self.interaction = interaction if attention == "fasa" else ""
 
         self.patch_embed = ConvStem(in_chans, embed_dims[0])
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = calculate_drop_path_rates(drop_path_rate, sum(depths))
         self.layers = nn.ModuleList()
         self.feature_info: List[Dict[str, Any]] = []
         start = 0
@@ -301,11 +334,16 @@ class FAT(nn.Module):
                 )
             )
             start += depths[i]
-            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=2 ** (i + 2), module=f"layers.{i}"))
-        self.norm = nn.GroupNorm(1, embed_dims[-1])
+            # the module whose output is the stage's feature (see FATStage.forward_to_feature)
+            point = f"layers.{i}.blocks.{depths[i] - 1}.mixer_out" if i < num_stages - 1 else f"layers.{i}"
+            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=2 ** (i + 2), module=point))
+        self.norm = GroupNorm1(embed_dims[-1])
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dims[-1], num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(self._init_weights)
+        if head_init == "trunc_normal":
+            self.apply(self._init_weights)
+        self.register_state_dict_post_hook(_record_build)
+        self.register_load_state_dict_pre_hook(_check_build)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -358,8 +396,9 @@ class FAT(nn.Module):
         """Forward that also returns the stage feature maps (strides 4, 8, 16, 32).
 
         A stage's feature is taken after the token mixer (CPE + FASA) of its
-        last block, before that block's ConvFFN downsamples: see
-        ``FATStage.forward_to_feature``.
+        last block, before that block's ConvFFN downsamples; the last stage,
+        which does not downsample, gives its whole output (see
+        ``FATStage.forward_to_feature``).
 
         Args:
             indices: take the last n stages if int, all if None, these if a list.
@@ -422,6 +461,69 @@ class FAT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+class InteractionMismatchWarning(UserWarning):
+    """Weights that record no FASA interaction are loaded into a model with the paper's (bidirectional) one."""
+
+
+def _record_build(module: FAT, state_dict: Dict[str, Any], prefix: str, local_metadata: Dict[str, Any]) -> None:
+    """State-dict hook: record the FASA interaction in the state dict's ``_metadata`` (saved by ``torch.save``)."""
+    if module.interaction:
+        local_metadata[RECORD_KEY] = {"interaction": module.interaction}
+
+
+def _check_build(
+    module: FAT,
+    state_dict: Dict[str, Any],
+    prefix: str,
+    local_metadata: Dict[str, Any],
+    strict: bool,
+    missing_keys: List[str],
+    unexpected_keys: List[str],
+    error_msgs: List[str],
+) -> None:
+    """Load hook: weights recorded with another interaction are an error; unrecorded ones warn.
+
+    The authors' released weights have exactly our keys but were trained with
+    the reference interaction, and record nothing: loading them into a
+    bidirectional model works, silently wrong, hence the warning.
+    """
+    recorded = check_interaction(module.interaction, _recorded_interaction(local_metadata))
+    if recorded:
+        error_msgs.append(recorded)
+
+
+def _recorded_interaction(local_metadata: Optional[Dict[str, Any]]) -> Optional[str]:
+    record = (local_metadata or {}).get(RECORD_KEY)
+    return record.get("interaction") if isinstance(record, dict) else None
+
+
+def check_interaction(model_interaction: str, recorded: Optional[str]) -> str:
+    """An error message if weights recorded with ``recorded`` do not fit a model with ``model_interaction``.
+
+    Returns "" when they fit. Weights that record no interaction (the authors'
+    files, bare state dicts) loaded into a bidirectional model raise one
+    :class:`InteractionMismatchWarning`.
+    """
+    if not model_interaction:  # not a FASA model
+        return ""
+    if recorded is None:
+        if model_interaction == "bidirectional":
+            warnings.warn(
+                "these weights record no FASA interaction and are loaded into a model with the paper's "
+                "bidirectional one; the authors' released weights were trained with interaction='reference': "
+                'build the model with interaction="reference" to use them as trained',
+                InteractionMismatchWarning,
+                stacklevel=3,
+            )
+        return ""
+    if recorded != model_interaction:
+        return (
+            f"these weights were trained with interaction={recorded!r}, the model is built with "
+            f"interaction={model_interaction!r}: build it with interaction={recorded!r}"
+        )
+    return ""
 
 
 # ----- configurations --------------------------------------------------------

@@ -1,0 +1,67 @@
+"""Writing files safely: every file a run writes goes through :func:`atomic_write`.
+
+The data goes to ``NAME.tmp`` beside the target, is flushed and fsynced, then
+renamed over the target (and the folder fsynced): a crash or a full disk
+leaves the previous file intact and no ``.tmp`` behind, and the failure is
+one :class:`~fatvit.errors.FatvitError` naming the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import IO, Iterator
+
+from .errors import FatvitError
+
+__all__ = ["atomic_write", "prepare_output_dir"]
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file to write ``path`` through; it replaces ``path`` only if the block succeeds.
+
+    Raises:
+        FatvitError: the file cannot be written (full disk, read-only place, ...).
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise FatvitError(f"cannot write {path}: {err.strerror or err}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def prepare_output_dir(path: str | os.PathLike) -> Path:
+    """Create the folder ``path`` (and its parents), or say in one line why it cannot be.
+
+    Raises:
+        FatvitError: ``path`` is a file, lies under a file, or cannot be created or written.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FatvitError(f"output {path} is a file, not a folder")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise FatvitError(f"output {path} lies under {parent}, which is a file")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise FatvitError(f"cannot create the output folder {path}: {err.strerror or err}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise FatvitError(f"cannot write to the output folder {path}: permission denied")
+    return path
