@@ -5,16 +5,23 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
 from fatvit.cli import main
 
 
 def test_help_lists_verbs(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["--help"])
-    assert exc.value.code == 0
+    assert main(["--help"]) == 0
     assert "summary" in capsys.readouterr().out
+    assert main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "fat_b0_released" in out and "--overwrite" in out  # the recipes are named in the help
+
+
+def test_argparse_errors_are_one_line_with_exit_1():
+    proc = subprocess.run([sys.executable, "-m", "fatvit", "train", "--epochs", "x"], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "fatvit: error: argument --epochs: expected an integer, got 'x' (see 'fatvit train --help')"
+    ]
 
 
 def test_python_dash_m_runs_the_command():

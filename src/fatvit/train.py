@@ -434,6 +434,7 @@ class Trainer:
             print(
                 f"epochs {planned} -> {self.cfg.epochs}: the cosine schedule is re-planned over {self.cfg.epochs} "
                 f"epochs; at step {self.global_step} the lr goes from {before:.3e} to {self._lr():.3e}",
+                file=sys.stderr,
                 flush=True,
             )
 
@@ -599,6 +600,7 @@ class Trainer:
             print(
                 f"epoch {self.epoch}/{cfg.epochs}  train loss {row['train_loss']:.4f}  val loss {result.loss:.4f}  "
                 f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  lr {row['lr']:.2e}",
+                file=sys.stderr,
                 flush=True,
             )
         self.save("last")
@@ -614,6 +616,7 @@ class Trainer:
                 f"training {cfg.model} on {cfg.data or 'the embedded digits set'}: {len(self.train_set)} train / "
                 f"{len(self.val_set)} val images, {len(self.classes)} classes, {self.dist.world_size} process(es) "
                 f"on {self.device}, global batch {self.global_batch}, lr {self.lr:.2e}; output {self.out}",
+                file=sys.stderr,
                 flush=True,
             )
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any, Dict
 
@@ -87,6 +88,7 @@ def eval_values(meta: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any
     foreign = [k for k in values if k not in EVAL_KEYS]
     if foreign:
         raise FatvitError(f"config key {foreign[0]!r} does not apply to eval (it takes {', '.join(EVAL_KEYS)})")
+    values.setdefault("workers", min(4, os.cpu_count() or 1))
     make_config(values)  # types and ranges, as for training
     return values
 
