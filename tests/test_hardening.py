@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 
 import pytest
 import torch
@@ -285,10 +284,9 @@ def test_full_disk_while_saving_keeps_the_old_file_and_no_tmp(tmp_path, monkeypa
     monkeypatch.undo()
     assert torch.load(path, weights_only=True) == {"step": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pth"]
-    with pytest.raises(FatvitError, match="cannot write"):
-        with atomic_write(tmp_path / "x.json", "w") as f:
-            f.write("{")
-            raise OSError(28, "No space left on device")
+    with pytest.raises(FatvitError, match="cannot write"), atomic_write(tmp_path / "x.json", "w") as f:
+        f.write("{")
+        raise OSError(28, "No space left on device")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pth"]
 
 
