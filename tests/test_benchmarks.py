@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 
+import pytest
+
 from conftest import REPO
 
 
@@ -19,9 +21,11 @@ def test_latency_benchmark_reports_ratios(capsys):
         ["--models", "fat_b0", "edgenext_x_small", "--rounds", "1", "--warmup", "0", "--batch-sizes", "1"]
     )
     assert [r["model"] for r in rows] == ["fat_b0", "edgenext_x_small"]
-    assert rows[0]["ratio_to_baseline"] == 1.0 and rows[0]["input"] == 224
-    assert rows[1]["input"] == 256  # peers run at their own resolution
-    assert "x fat_b0" in capsys.readouterr().out
+    assert rows[0]["input"] == 224 and rows[1]["input"] == 256  # peers run at their own resolution
+    # the peer's ratio is its time over the baseline's, as printed
+    assert rows[1]["ratio_to_baseline"] == pytest.approx(rows[1]["median_ms"] / rows[0]["median_ms"], rel=0.02)
+    out = capsys.readouterr().out
+    assert "x fat_b0" in out and f"{rows[1]['ratio_to_baseline']:.2f}" in out
 
 
 def test_train_throughput_benchmark_reports_ratios(capsys):
@@ -41,5 +45,7 @@ def test_train_throughput_benchmark_reports_ratios(capsys):
         ]  # fmt: skip
     )
     assert [r["model"] for r in rows] == ["fat_b0", "efficientnet_b1"]
-    assert rows[0]["throughput_ratio"] == 1.0 and rows[1]["images_per_s"] > 0
-    assert "throughput x fat_b0" in capsys.readouterr().out
+    ratio = rows[1]["images_per_s"] / rows[0]["images_per_s"]
+    assert rows[1]["throughput_ratio"] == pytest.approx(ratio, rel=0.05)
+    out = capsys.readouterr().out
+    assert "throughput x fat_b0" in out and f"{rows[1]['throughput_ratio']:.2f}" in out

@@ -75,7 +75,10 @@ def test_any_input_size_forward_backward(size, mode):
 def test_train_mode_batch_one_works():
     # plain BatchNorm on a 1x1 map in training mode has one value per channel: FAT must still run
     model = FAT(**TINY_ARGS).train()
-    model(torch.randn(1, 3, 40, 40)).sum().backward()
+    out = model(torch.randn(1, 3, 40, 40))
+    out.sum().backward()
+    assert out.shape == (1, 10) and torch.isfinite(out).all()
+    assert torch.isfinite(model.head.weight.grad).all()
 
 
 def test_batchnorm_is_plain():
@@ -198,3 +201,67 @@ def test_channels_last_matches():
 def test_mismatched_config_lengths_rejected():
     with pytest.raises(ValueError, match="one entry per stage"):
         FAT(embed_dims=(16, 32), depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1))
+
+
+@pytest.mark.parametrize("feature_cls", ["getter", "fx"])
+def test_every_backbone_parameter_gets_a_gradient(feature_cls):
+    """The last stage's feature is its whole output: its final block's norm and FFN are used (no unused params)."""
+    model = timm.create_model("fat_b0", features_only=True, feature_cls=feature_cls, **{
+        k: v for k, v in TINY_ARGS.items() if k != "num_classes"})  # fmt: skip
+    feats = model(torch.randn(2, 3, 64, 48))
+    assert [f.shape[1] for f in feats] == [16, 32, 48, 64]
+    sum(f.mean() for f in feats).backward()
+    unused = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not unused
+
+
+def test_last_stage_feature_is_the_stage_output():
+    model = FAT(**TINY_ARGS).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        final, inters = model.forward_intermediates(x)
+        torch.testing.assert_close(model.norm(inters[-1]), final)
+
+
+@pytest.mark.parametrize("name", ["fat_b0", "fat_b0_cat", "fat_b0_kv_conv", "fat_b0_attn_swin", "fat_b0_attn_cswin"])
+def test_fx_feature_extraction(name):
+    """timm's FX test (test_model_forward_fx) and its FeatureGraphNet."""
+    from timm.models._features_fx import create_feature_extractor, get_graph_node_names
+
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=10).eval()
+    x = torch.randn(1, 3, 70, 90)
+    _, eval_nodes = get_graph_node_names(model)
+    fx_model = create_feature_extractor(model, return_nodes=[eval_nodes[-1]])
+    with torch.no_grad():
+        torch.testing.assert_close(next(iter(fx_model(x).values())), model(x))
+
+
+def test_fx_features_match_and_torchvision_extractor_works():
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    torch.manual_seed(0)
+    getter = timm.create_model("fat_b0", features_only=True).eval()
+    torch.manual_seed(0)
+    graph = timm.create_model("fat_b0", features_only=True, feature_cls="fx").eval()
+    x = torch.randn(1, 3, 70, 90)
+    with torch.no_grad():
+        for a, b in zip(getter(x), graph(x)):
+            torch.testing.assert_close(a, b)
+        model = timm.create_model("fat_b0").eval()
+        plain = create_feature_extractor(model, return_nodes={"layers.2.blocks.5.mixer_out": "c4", "head": "logits"})
+        out = plain(x)
+        torch.testing.assert_close(out["logits"], model(x))
+        assert out["c4"].shape == (1, 160, 5, 6)
+
+
+def test_head_init_options():
+    torch.manual_seed(0)
+    timm_init = FAT(**TINY_ARGS).head
+    torch.manual_seed(0)
+    default = FAT(**TINY_ARGS, head_init="default").head
+    assert timm_init.weight.std() < 0.03 and torch.all(timm_init.bias == 0)  # truncated normal, std 0.02
+    assert default.weight.std() > 0.05  # PyTorch's: uniform within 1/sqrt(64)
+    assert default.weight.abs().max() <= 1 / 8
+    with pytest.raises(ValueError, match="head_init"):
+        FAT(**TINY_ARGS, head_init="xavier")

@@ -10,19 +10,38 @@ from fatvit.cli import main
 from fatvit.tables import GFLOPS_TOL, PARAMS_TOL_M, TABLES, measure_table
 
 
+#: Our measured (params M, conv+linear GMACs) at 224x224, as the closing notes reported them: a change to a
+#: variant's structure moves these.
+MEASURED = {
+    "add+linear": (4.49, 0.701),
+    "cat+linear": (4.79, 0.754),
+    "pool down": (4.44, 0.693),
+    "conv w/o overlap": (4.45, 0.693),
+    "conv w/ overlap": (4.47, 0.694),
+    "w/o conv. pos": (4.40, 0.685),
+    "Max-SA": (4.36, 0.753),
+    "WSA/S-WSA": (4.36, 0.753),
+    "CSWSA": (4.36, 0.758),
+    "SRA": (5.29, 0.723),
+    "LSA/GSA": (4.82, 0.738),
+    "FASA": (4.49, 0.701),
+}
+
+
 @pytest.mark.parametrize("name", sorted(TABLES))
-def test_every_row_within_bounds_or_documented(name):
+def test_rows_measure_as_reported_and_meet_the_paper(name):
     rows = measure_table(name)
     assert len(rows) == len(TABLES[name])
     for r in rows:
-        within = abs(r["params_diff_m"]) <= PARAMS_TOL_M and abs(r["gflops_diff"]) <= GFLOPS_TOL
-        assert within == r["within_bounds"]
-        if r["unmatched"]:
-            # a documented exception must really be one, and only on parameters: FLOPs still match
-            assert not within, r
-            assert abs(r["gflops_diff"]) <= GFLOPS_TOL, r
-        else:
-            assert within, r
+        if r["label"] in MEASURED:
+            params, gmacs = MEASURED[r["label"]]
+            assert (round(r["params_m"], 2), round(r["conv_linear_gmacs"], 3)) == (params, gmacs), r
+        # against the paper's printed figures: every FLOPs figure, and every parameter count but the
+        # documented exceptions
+        assert abs(r["conv_linear_gmacs"] - float(r["paper_gflops"])) <= GFLOPS_TOL, r
+        params_ok = abs(r["params_m"] - float(r["paper_params_m"])) <= PARAMS_TOL_M
+        assert params_ok != r["unmatched"], r
+        assert r["within_bounds"] == params_ok, r
 
 
 def test_only_the_conv_reduction_rows_are_unmatched():
