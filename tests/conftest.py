@@ -15,6 +15,28 @@ REFERENCE_DIR = REPO / "tests" / "data"
 torch.set_num_threads(2)
 
 
+def _checkout_files() -> set:
+    """Files in the checkout that git would report (untracked, not ignored), and anything under runs/."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=REPO,
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return set()
+    runs = {str(p.relative_to(REPO)) for p in (REPO / "runs").rglob("*")} if (REPO / "runs").exists() else set()
+    return {line[3:] for line in out.splitlines() if line.startswith("??")} | runs
+
+
+@pytest.fixture(scope="session", autouse=True)
+def leaves_nothing_behind():
+    """The suite must not leave files in the checkout (runs/, build outputs, stray files)."""
+    before = _checkout_files()
+    yield
+    left = _checkout_files() - before
+    assert not left, f"the tests left files in the checkout: {sorted(left)[:10]}"
+
+
 def _reference_module():
     path = REFERENCE_DIR / "reference_weights.py"
     if not path.is_file():

@@ -40,8 +40,8 @@ def test_paper_randaugment_runs_at_full_magnitude():
     tf = create_transform(32, is_training=True, auto_augment="rand-m9-mstd0.5-inc1")
     img = Image.new("RGB", (40, 40), (120, 30, 200))
     random.seed(0)
-    for _ in range(300):
-        tf(img)
+    outs = [tf(img) for _ in range(300)]
+    assert all(o.shape == (3, 32, 32) and torch.isfinite(o).all() for o in outs)
 
 
 def test_augmentation_is_a_function_of_seed_epoch_and_index():
@@ -81,3 +81,24 @@ def test_unreadable_file_gives_none_with_a_warning(tmp_path, bad):
     index = [i for i, (p, _) in enumerate(folder.samples) if p.endswith("bad.jpg")][0]
     with pytest.warns(UserWarning, match="bad.jpg"):
         assert folder[index] is None
+
+
+def test_16_bit_and_float_images_are_scaled_to_8_bits(tmp_path):
+    ramp = np.linspace(0, 1, 64, dtype=np.float64).reshape(8, 8)
+    Image.fromarray((ramp * 65535).astype(np.uint16)).save(tmp_path / "grey16.png")
+    Image.fromarray(ramp.astype(np.float32), mode="F").save(tmp_path / "float01.tiff")
+    Image.fromarray((ramp * 255).astype(np.float32), mode="F").save(tmp_path / "float255.tiff")
+    Image.fromarray((ramp * 1000 - 500).astype(np.float32), mode="F").save(tmp_path / "float_any.tiff")
+    expected = np.round(ramp * 255)
+    for name in ("grey16.png", "float01.tiff", "float255.tiff", "float_any.tiff"):
+        img = load_rgb(str(tmp_path / name))
+        assert img.mode == "RGB"
+        got = np.asarray(img)[..., 0].astype(np.float64)
+        assert np.abs(got - expected).max() <= 1, name  # the full range, neither white nor black
+
+
+def test_validation_shards_are_exact():
+    shards = [ResumableSampler(10, False, num_replicas=3, rank=r, pad=False) for r in range(3)]
+    indices = [list(s) for s in shards]
+    assert sorted(sum(indices, [])) == list(range(10))  # every image once, none repeated
+    assert [len(s) for s in shards] == [4, 3, 3]

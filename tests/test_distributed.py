@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from conftest import FAST_RECIPE, REPO, make_image_folder
@@ -40,7 +42,7 @@ def test_two_processes_stay_in_sync(tmp_path):
     assert summary["world_size"] == 2 and (tmp_path / "run" / "last.pth").is_file()
 
 
-def test_cli_under_torchrun(tmp_path):
+def test_cli_under_torchrun(tmp_path, capsys):
     data = make_image_folder(tmp_path / "data")
     sets = [a for item in [*FAST_RECIPE, "epochs=1", "batch_size=2"] for a in ("--set", item)]
     proc = _torchrun("-m", "fatvit", "train", "--data", str(data), "--output", str(tmp_path / "run"), "--json", *sets)
@@ -49,3 +51,15 @@ def test_cli_under_torchrun(tmp_path):
     assert summary["world_size"] == 2 and summary["finished"] and summary["global_batch"] == 4
     assert summary["steps"] == 6  # 24 images / 2 processes / batch 2
     assert proc.stdout.count('"world_size": 2') == 1  # printed once, by rank 0
+    # the reported metrics are exact: over the 9 real val images (not padded to 10), for the saved weights
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        row = list(csv.DictReader(f))[-1]
+    assert int(row["val_images"]) == 9
+    from fatvit.cli import main
+
+    assert main(["eval", "--checkpoint", str(tmp_path / "run" / "last.pth"), "--data", str(data), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == 9
+    assert result["top1"] == pytest.approx(float(row["val_top1"])) and result["loss"] == pytest.approx(
+        float(row["val_loss"]), rel=1e-4
+    )

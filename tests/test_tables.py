@@ -9,7 +9,6 @@ import pytest
 from fatvit.cli import main
 from fatvit.tables import GFLOPS_TOL, PARAMS_TOL_M, TABLES, measure_table
 
-
 #: Our measured (params M, conv+linear GMACs) at 224x224, as the closing notes reported them: a change to a
 #: variant's structure moves these.
 MEASURED = {

@@ -11,6 +11,7 @@ import torch
 from conftest import FAST_RECIPE, make_image_folder
 from fatvit.checkpoint import read_state_dict
 from fatvit.config import load_config
+from fatvit.models import create_model
 from fatvit.train import Trainer
 
 
@@ -29,14 +30,17 @@ def _steps(path):
 
 
 def test_paper_recipe_is_the_default():
-    cfg = load_config("configs/fat_b0.yaml")
+    assert load_config("fat_b0") == load_config("imagenet") == load_config(None)
+    cfg = load_config("fat_b0")
     assert (cfg.opt, cfg.lr, cfg.lr_base_batch, cfg.weight_decay) == ("adamw", 5e-4, 512, 0.05)
     assert (cfg.warmup_epochs, cfg.warmup_lr, cfg.min_lr, cfg.clip_grad, cfg.epochs) == (20, 5e-7, 5e-6, 5.0, 300)
     assert (cfg.smoothing, cfg.auto_augment, cfg.color_jitter, cfg.reprob, cfg.remode) == (
         0.1, "rand-m9-mstd0.5-inc1", 0.4, 0.25, "pixel")  # fmt: skip
     assert (cfg.mixup, cfg.cutmix, cfg.mixup_switch_prob, cfg.interpolation, cfg.crop_pct) == (
         0.8, 1.0, 0.5, "bicubic", 0.875)  # fmt: skip
-    assert load_config("configs/fat_b3.yaml").drop_path_rate == 0.15
+    # a size's drop path rate lives in its configuration only
+    assert load_config("fat_b3").drop_path_rate is None
+    assert create_model("fat_b3").layers[-1].blocks[-1].drop_path1.drop_prob == pytest.approx(0.15)
 
 
 def test_run_leaves_checkpoints_logs_plot_and_summary(folder, tmp_path):
@@ -100,10 +104,15 @@ def test_resume_is_exact(folder, tmp_path, stop_at):
     assert timeless(resumed.history) == timeless(full.history)
 
 
-def test_global_batch_scales_the_learning_rate(folder, tmp_path):
-    trainer = Trainer(_recipe(tmp_path, "run", "batch_size=4", "accum_steps=2", "lr=5e-4", "lr_base_batch=512"))
+def test_global_batch_scales_the_learning_rates(folder, tmp_path):
+    recipe = ["batch_size=4", "accum_steps=2", "lr=5e-4", "lr_base_batch=512", "warmup_lr=5e-7", "min_lr=5e-6"]
+    trainer = Trainer(_recipe(tmp_path, "run", *recipe))
     assert trainer.global_batch == 8
     assert trainer.lr == pytest.approx(5e-4 * 8 / 512)
+    # as the authors' main.py: the warmup and final lrs scale with the global batch too
+    assert trainer.scheduler.warmup_lr_init == pytest.approx(5e-7 * 8 / 512)
+    assert trainer.scheduler.lr_min == pytest.approx(5e-6 * 8 / 512)
+    assert trainer._lr() == pytest.approx(5e-7 * 8 / 512)  # the first step's lr
 
 
 def test_no_weight_decay_on_biases_and_norms(folder, tmp_path):

@@ -1,0 +1,75 @@
+"""Recipes as package data, typed overrides, and values checked where they are defined."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fatvit.config import TrainConfig, apply_overrides, load_config, make_config, read_recipe, recipe_names
+from fatvit.errors import FatvitError
+from fatvit.train import resolve_amp
+
+
+def test_named_recipes_come_from_the_package():
+    names = recipe_names()
+    assert {"digits", "imagenet", "released", "fat_b0", "fat_b5", "fat_b3_st_released"} <= set(names)
+    assert load_config("digits").img_size == 32
+    assert load_config("fat_b2").model == "fat_b2"
+
+
+def test_released_recipe_builds_the_authors_model():
+    cfg = load_config("fat_b1_released")
+    assert cfg.model == "fat_b1"
+    assert cfg.model_kwargs == {"interaction": "reference", "head_init": "default"}
+    assert (cfg.lr, cfg.epochs, cfg.mixup) == (5e-4, 300, 0.8)  # otherwise the paper's recipe
+    assert load_config("fat_b1").model_kwargs == {}  # the paper's bidirectional FASA
+
+
+def test_missing_recipe_is_loud(tmp_path):
+    with pytest.raises(FatvitError, match="unknown recipe 'fat_b9'; did you mean"):
+        read_recipe("fat_b9")
+    with pytest.raises(FatvitError, match="recipe file not found"):
+        read_recipe(tmp_path / "mine.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(FatvitError, match="must be a mapping"):
+        read_recipe(tmp_path / "list.yaml")
+    (tmp_path / "mine.yaml").write_text("model: fat_b1\nlr: 1.0e-3\nmodel_kwargs:\n  interaction: reference\n")
+    cfg = load_config(tmp_path / "mine.yaml", ["model_kwargs.cpe=false"])
+    assert (cfg.model, cfg.lr, cfg.model_kwargs) == ("fat_b1", 1e-3, {"interaction": "reference", "cpe": False})
+
+
+def test_typed_values_need_no_round_trip_through_text():
+    values = apply_overrides({}, ["lr=2e-3"], typed={"output": "runs/007", "epochs": 3, "lr": 1e-3})
+    cfg = make_config(values)
+    assert (cfg.output, cfg.epochs, cfg.lr) == ("runs/007", 3, 2e-3)  # --set comes last
+    assert load_config(None, typed={"output": "007"}).output == "007"  # not the number 7
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("img_size", 0, "at least 1"),
+        ("lr", 0.0, "positive"),
+        ("crop_pct", 1.5, "in (0, 1]"),
+        ("smoothing", 1.0, "in [0, 1)"),
+        ("interpolation", "cubic", "one of"),
+        ("device", "gpu", "auto, cpu, cuda or cuda:N"),
+        ("clip_grad", 0.0, "positive or null"),
+        ("ema_decay", 1.0, "in (0, 1)"),
+        ("scale", [0.9, 0.1], "0 < min <= max <= 1"),
+    ],
+)
+def test_config_checks_its_values(field, value, message):
+    with pytest.raises(FatvitError) as err:
+        TrainConfig(**{field: value})
+    assert str(err.value).startswith(f"config key '{field}' must be") and message in str(err.value)
+
+
+def test_amp_auto_is_fp32_on_cpu_and_mixed_on_cuda(monkeypatch):
+    assert resolve_amp("auto", torch.device("cpu")) is None
+    assert resolve_amp("bf16", torch.device("cpu")) is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_amp("auto", torch.device("cuda", 0)) is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_amp("auto", torch.device("cuda", 0)) is torch.float16
+    assert load_config("fat_b0").amp == "auto" and load_config("digits").amp == "auto"
