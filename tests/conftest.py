@@ -113,3 +113,21 @@ FAST_RECIPE = [
     "lr=0.004",
     "log_every=1",
 ]
+
+
+def set_args(items):
+    """``--set`` arguments for a list of ``key=value`` items."""
+    return [arg for item in items for arg in ("--set", item)]
+
+
+def cli_error(capsys, argv):
+    """Run the CLI expecting a user error: exit code 1 and one line on stderr, no traceback; returns the line."""
+    from fatvit.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if line.startswith("fatvit: error: ")]
+    assert code == 1, err
+    assert len(lines) == 1 and err.strip().endswith(lines[0]), err  # progress bars may come before it
+    assert "Traceback" not in err
+    return lines[0]

@@ -10,25 +10,12 @@ import torch
 from safetensors import safe_open
 
 from conftest import FAST_RECIPE, make_image_folder
+from conftest import cli_error as _error
+from conftest import set_args as _sets
 from fatvit.checkpoint import read_checkpoint, save_checkpoint
 from fatvit.cli import main
 from fatvit.errors import FatvitError
 from fatvit.files import atomic_write
-
-
-def _sets(items):
-    return [arg for item in items for arg in ("--set", item)]
-
-
-def _error(capsys, argv):
-    """Run the CLI expecting a user error: exit code 1 and one line on stderr, no traceback."""
-    code = main(argv)
-    err = capsys.readouterr().err
-    lines = [line for line in err.strip().splitlines() if line.startswith("fatvit: error: ")]
-    assert code == 1, err
-    assert len(lines) == 1 and err.strip().endswith(lines[0]), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def _rows(path):
@@ -213,7 +200,7 @@ def test_unreadable_val_images_are_counted_and_other_files_reported(tmp_path, ca
     row = _rows(out / "metrics.csv")[0]
     assert (int(row["val_images"]), int(row["val_skipped_images"])) == (9, 1)
     capsys.readouterr()
-    assert main(["eval", "--checkpoint", str(out / "last.pth"), "--data", str(data), "--json"]) == 0
+    assert main(["eval", "--checkpoint", str(out / "last.pth"), "--data", str(data), "--device", "cpu", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["skipped_images"] == 1
     from fatvit.data import SafeImageFolder
 

@@ -135,3 +135,17 @@ def test_variant_scripts_like_eager(name):
     model = timm.create_model(name, **SMALL).eval()
     x = torch.randn(1, 3, 50, 38)
     torch.testing.assert_close(torch.jit.script(model)(x), model(x))
+
+
+def test_cswin_padded_keys_do_not_enter_the_softmax():
+    """On a map not divisible by the stripe width, the last stripe attends to its real rows only."""
+    from fatvit.layers.attention import StripeAttention
+
+    torch.manual_seed(0)
+    branch = StripeAttention(8, 2).eval()
+    qkv = torch.randn(2, 5, 6, 3, 8)
+    with torch.no_grad():
+        full = branch(qkv, 2, 6)  # stripes of 2 rows: the last one (row 4) is half padding
+        alone = branch(qkv[:, 4:5], 1, 6)  # that row as a stripe of its own: no padding at all
+        torch.testing.assert_close(full[:, 4:5], alone)
+        torch.testing.assert_close(full[:, :4], branch(qkv[:, :4], 2, 6))  # whole stripes unchanged
