@@ -40,6 +40,7 @@ from torch import nn
 
 from .errors import FatvitError
 from .files import atomic_write
+from .models.fat import interaction_record, recorded_interaction
 
 __all__ = [
     "CheckpointError",
@@ -61,8 +62,6 @@ EMA_ENTRIES = ("model_ema", "state_dict_ema")
 #: The entry of fatvit's checkpoints (and the safetensors metadata key) holding the meta record.
 META_ENTRY = "meta"
 SAFETENSORS_META_KEY = "fatvit"
-#: Where FAT records its build in a state dict's ``_metadata`` (see fatvit.models.fat).
-RECORD_KEY = "fatvit"
 
 
 class CheckpointError(FatvitError):
@@ -248,9 +247,9 @@ def read_checkpoint(path: PathLike, use_ema: bool = False) -> Tuple[Dict[str, to
         raise CheckpointError(
             f"{path} holds no state dict (expected a dict of tensors, or a dict with a 'model' entry)"
         )
-    record = (getattr(obj, "_metadata", None) or {}).get("", {}).get(RECORD_KEY)
-    if "interaction" not in meta and isinstance(record, Mapping) and record.get("interaction"):
-        meta["interaction"] = record["interaction"]
+    recorded = recorded_interaction((getattr(obj, "_metadata", None) or {}).get(""))
+    if "interaction" not in meta and recorded:
+        meta["interaction"] = recorded
     # weights saved from DistributedDataParallel or torch.compile carry a prefix
     state_dict = {}
     for key, value in obj.items():
@@ -303,9 +302,9 @@ def apply_state_dict(
     if strict and problems:
         raise CheckpointError(f"{source} does not fit {type(model).__name__}: " + "; ".join(problems))
     loadable: Dict[str, torch.Tensor] = OrderedDict((k, v) for k, v in state_dict.items() if k not in skipped)
-    interaction = (meta or {}).get("interaction")
-    if interaction:
-        loadable._metadata = OrderedDict({"": {RECORD_KEY: {"interaction": interaction}}})  # type: ignore[attr-defined]
+    record = interaction_record((meta or {}).get("interaction"))
+    if record:  # the model's load hook checks it (see fatvit.models.fat.check_interaction)
+        loadable._metadata = OrderedDict({"": record})  # type: ignore[attr-defined]
     try:
         model.load_state_dict(loadable, strict=False)
     except RuntimeError as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -26,17 +27,10 @@ class EvalResult:
     loss: float
     images: int
     images_per_s: float
-    skipped: int = 0  # unreadable images, left out of the metrics
+    skipped_images: int = 0  # unreadable images, left out of the metrics
 
     def as_dict(self) -> Dict[str, Any]:
-        return dict(
-            top1=self.top1,
-            top5=self.top5,
-            loss=self.loss,
-            images=self.images,
-            images_per_s=self.images_per_s,
-            skipped_images=self.skipped,
-        )
+        return dataclasses.asdict(self)
 
 
 def eval_transform(model: nn.Module, **overrides: Any):  # noqa: ANN201 - a torchvision transform
@@ -93,5 +87,5 @@ def evaluate(
         loss=totals[1].item() / n,
         images=int(totals[0].item()),
         images_per_s=totals[0].item() / max(seconds, 1e-9),
-        skipped=int(totals[4].item()),
+        skipped_images=int(totals[4].item()),
     )

@@ -15,7 +15,7 @@ from typing import IO, Iterator
 
 from .errors import FatvitError
 
-__all__ = ["atomic_write", "prepare_output_dir"]
+__all__ = ["atomic_write", "check_output_dir", "prepare_output_dir"]
 
 
 @contextlib.contextmanager
@@ -46,11 +46,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise
 
 
-def prepare_output_dir(path: str | os.PathLike) -> Path:
-    """Create the folder ``path`` (and its parents), or say in one line why it cannot be.
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """``path`` as a folder to be: an error now, before any work, if it is a file or lies under one.
 
     Raises:
-        FatvitError: ``path`` is a file, lies under a file, or cannot be created or written.
+        FatvitError: ``path`` is a file or lies under a file.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -58,6 +58,16 @@ def prepare_output_dir(path: str | os.PathLike) -> Path:
     for parent in path.parents:
         if parent.exists() and not parent.is_dir():
             raise FatvitError(f"output {path} lies under {parent}, which is a file")
+    return path
+
+
+def prepare_output_dir(path: str | os.PathLike) -> Path:
+    """Create the folder ``path`` (and its parents), or say in one line why it cannot be.
+
+    Raises:
+        FatvitError: ``path`` is a file, lies under a file, or cannot be created or written.
+    """
+    path = check_output_dir(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -55,7 +55,7 @@ from .data import ResumableSampler, SeededDataset, build_splits, make_loader
 from .distributed import all_reduce_sum, cleanup, init_distributed
 from .errors import FatvitError
 from .evaluate import EvalResult, evaluate
-from .files import prepare_output_dir
+from .files import check_output_dir, prepare_output_dir
 from .models import create_model
 from .reporting import append_csv, keep_csv_rows, plot_curves, write_csv, write_json_atomic
 
@@ -195,14 +195,16 @@ class Trainer:
                 the epochs done, or the run is finished and ``epochs`` not raised.
         """
         ckpt = read_training_checkpoint(path)
-        saved = dict(ckpt["config"])
-        values = apply_overrides(saved, overrides, typed)
-        changed = sorted(k for k in values if values[k] != saved.get(k))
-        if "output" in changed:
+        folder = Path(path).resolve().parent
+        saved = make_config(ckpt["config"])
+        cfg = make_config(apply_overrides(saved.to_dict(), overrides, typed))  # typed and checked, then compared
+        if cfg.output != saved.output and Path(cfg.output or "").resolve() != folder:
             raise FatvitError(
-                f"a run resumes in its own folder ({Path(path).resolve().parent}); --output cannot move it "
+                f"a run resumes in its own folder ({folder}); --output cannot move it "
                 "(copy the folder and resume from the copy)"
             )
+        new, old = cfg.to_dict(), saved.to_dict()
+        changed = sorted(k for k in new if new[k] != old[k] and k != "output")
         fixed = [k for k in changed if k not in RESUME_CHANGEABLE]
         if fixed:
             raise FatvitError(
@@ -210,16 +212,15 @@ class Trainer:
                 f"order continue as saved (changeable: {', '.join(RESUME_CHANGEABLE)}); start a new run from its "
                 f"weights with --finetune {path}"
             )
-        cfg = make_config(values)
-        done, planned = ckpt["epoch"], saved["epochs"]
+        done, planned = ckpt["epoch"], saved.epochs
         if cfg.epochs < done or (cfg.epochs == done and ckpt.get("batches_done", 0)):
             raise FatvitError(f"the run has trained {done} epoch(s) already: epochs={cfg.epochs} is too few")
         if done >= planned and cfg.epochs == planned:
             raise FatvitError(
-                f"the run in {Path(path).resolve().parent} finished its {planned} epochs: raise epochs to train "
+                f"the run in {folder} finished its {planned} epochs: raise epochs to train "
                 f"longer (--epochs N), or start a new run from its weights with --finetune {path}"
             )
-        cfg.output = str(Path(path).resolve().parent)
+        cfg.output = str(folder)
         return cls(cfg, max_steps=max_steps, _resume=ckpt)
 
     # ----- set-up ---------------------------------------------------------
@@ -233,9 +234,7 @@ class Trainer:
                 n += 1
                 out = base.with_name(f"{base.name}-{n}")
             cfg.output = str(out)
-        out = Path(cfg.output)
-        if out.exists() and not out.is_dir():
-            raise FatvitError(f"output {out} is a file, not a folder")
+        out = check_output_dir(cfg.output)
         if self.resume_ckpt is None and self.dist.is_main and out.is_dir() and not overwrite:
             held = sorted(p.name for p in out.iterdir())
             if held:
@@ -353,9 +352,18 @@ class Trainer:
         self.global_batch = cfg.batch_size * cfg.accum_steps * self.dist.world_size
         # linear scaling rule, applied to the warmup and final lrs too (as the authors' main.py does)
         scale = self.global_batch / cfg.lr_base_batch
-        self.lr, self.warmup_lr, self.min_lr = cfg.lr * scale, cfg.warmup_lr * scale, cfg.min_lr * scale
+        self.lr = cfg.lr * scale
         self.optimizer = create_optimizer_v2(self.model, cfg.opt, lr=self.lr, weight_decay=cfg.weight_decay)
-        self.scheduler = self._make_scheduler()
+        self.scheduler, _ = create_scheduler_v2(
+            self.optimizer,
+            sched="cosine",
+            num_epochs=cfg.epochs,
+            warmup_epochs=cfg.warmup_epochs,
+            warmup_lr=cfg.warmup_lr * scale,
+            min_lr=cfg.min_lr * scale,
+            step_on_epochs=False,
+            updates_per_epoch=self.steps_per_epoch,
+        )
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
         self.mixup = None
         if cfg.mixup > 0 or cfg.cutmix > 0:
@@ -371,20 +379,6 @@ class Trainer:
             self.criterion = LabelSmoothingCrossEntropy(cfg.smoothing)
         else:
             self.criterion = nn.CrossEntropyLoss()
-
-    def _make_scheduler(self):  # noqa: ANN202 - a timm scheduler
-        cfg = self.cfg
-        scheduler, _ = create_scheduler_v2(
-            self.optimizer,
-            sched="cosine",
-            num_epochs=cfg.epochs,
-            warmup_epochs=cfg.warmup_epochs,
-            warmup_lr=self.warmup_lr,
-            min_lr=self.min_lr,
-            step_on_epochs=False,
-            updates_per_epoch=self.steps_per_epoch,
-        )
-        return scheduler
 
     # ----- checkpoints ----------------------------------------------------
     def state(self) -> Dict[str, Any]:
@@ -439,8 +433,7 @@ class Trainer:
             )
 
     def save(self, name: str) -> Optional[Path]:
-        """Write ``name``.pth (rank 0); every process must call it (BatchNorm statistics are averaged first)."""
-        self._sync_batchnorm_stats()
+        """Write ``name``.pth (rank 0). Under DDP on CPUs call :meth:`_sync_batchnorm_stats` first, on every process."""
         if not self.dist.is_main:
             return None
         path = self.out / f"{name}.pth"
@@ -486,6 +479,7 @@ class Trainer:
                     return False
                 if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0:
                     start = self._add_train_time(start)  # the checkpoint records the time so far
+                    self._sync_batchnorm_stats()
                     self.save("last")
         bar.close()
         self._add_train_time(start)
@@ -560,7 +554,8 @@ class Trainer:
 
     def _sync_batchnorm_stats(self) -> None:
         """Without SyncBatchNorm (DDP on CPUs) average the BatchNorm statistics of the processes, so that every
-        process evaluates, and rank 0 saves, the same model."""
+        process evaluates, and rank 0 saves, the same model. A collective: every process calls it before each
+        evaluation and checkpoint (training itself never reads the running statistics)."""
         if self.dist.distributed and not self.sync_bn:
             distribute_bn(self.model, self.dist.world_size, reduce=True)
             if self.ema is not None:
@@ -581,7 +576,7 @@ class Trainer:
             train_seconds=round(self.train_seconds, 2),
             skipped_images=self.skipped_images,
             val_images=result.images,
-            val_skipped_images=result.skipped,
+            val_skipped_images=result.skipped_images,
         )
         if self.ema is not None:
             row["ema_top1"] = evaluate(self.ema.module, self.val_loader, self.device, self.amp_dtype).top1
@@ -622,6 +617,7 @@ class Trainer:
         try:
             while self.epoch < cfg.epochs:
                 if not self._train_epoch():
+                    self._sync_batchnorm_stats()
                     self.save("last")
                     return self._summary(finished=False)
                 self._end_epoch()

@@ -6,12 +6,12 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Set, Tuple
 
 import torch
 
 from ..checkpoint import apply_state_dict, read_checkpoint
-from ..config import apply_overrides, make_config
+from ..config import TrainConfig, apply_overrides, make_config
 from ..data import ResumableSampler, SafeImageFolder, SeededDataset, digits_splits, make_loader
 from ..distributed import pick_device
 from ..errors import FatvitError
@@ -78,8 +78,11 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.set_defaults(run=run)
 
 
-def eval_values(meta: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
-    """The evaluation's config values: the file's record, then flags, then --set; checked by TrainConfig."""
+def eval_config(meta: Dict[str, Any], args: argparse.Namespace) -> Tuple[TrainConfig, Set[str]]:
+    """The evaluation's settings: the file's record, then flags, then --set, checked by TrainConfig.
+
+    Also returns the keys given (by the record or the user): the others fall back on the model's pretrained_cfg.
+    """
     values = {k: meta[k] for k in ("model", "model_kwargs", "img_size", "crop_pct", "interpolation") if k in meta}
     typed = {key: getattr(args, key) for key in SHORTCUTS if getattr(args, key) is not None}
     if args.channels_last is not None:
@@ -88,16 +91,15 @@ def eval_values(meta: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any
     foreign = [k for k in values if k not in EVAL_KEYS]
     if foreign:
         raise FatvitError(f"config key {foreign[0]!r} does not apply to eval (it takes {', '.join(EVAL_KEYS)})")
+    given = set(values)
     values.setdefault("workers", min(4, os.cpu_count() or 1))
-    make_config(values)  # types and ranges, as for training
-    return values
+    return make_config(values), given
 
 
 def run(args: argparse.Namespace) -> int:
     state_dict, meta = read_checkpoint(args.checkpoint, use_ema=args.ema)
-    values = eval_values(meta, args)
-    cfg = make_config(values)
-    name = values.get("model", "fat_b0")
+    cfg, given = eval_config(meta, args)
+    name = cfg.model
     model = create_model(name, **cfg.model_kwargs)
     classifier = model.pretrained_cfg.get("classifier", "head")
     head = state_dict.get(f"{classifier}.weight")
@@ -107,9 +109,9 @@ def run(args: argparse.Namespace) -> int:
     apply_state_dict(model, state_dict, args.checkpoint, meta=meta)
     transform = eval_transform(
         model,
-        input_size=(3, cfg.img_size, cfg.img_size) if "img_size" in values else None,
-        crop_pct=cfg.crop_pct if "crop_pct" in values else None,
-        interpolation=cfg.interpolation if "interpolation" in values else None,
+        input_size=(3, cfg.img_size, cfg.img_size) if "img_size" in given else None,
+        crop_pct=cfg.crop_pct if "crop_pct" in given else None,
+        interpolation=cfg.interpolation if "interpolation" in given else None,
         mean=tuple(meta["mean"]) if "mean" in meta else None,
         std=tuple(meta["std"]) if "std" in meta else None,
     )
@@ -139,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(dict(model=name, checkpoint=args.checkpoint, data=where, **result.as_dict()), indent=2))
     else:
-        skipped = f", {result.skipped} unreadable skipped" if result.skipped else ""
+        skipped = f", {result.skipped_images} unreadable skipped" if result.skipped_images else ""
         print(
             f"{name} on {where}: top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  loss {result.loss:.4f}  "
             f"({result.images} images{skipped}, {result.images_per_s:.1f} images/s)"

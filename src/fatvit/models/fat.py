@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.utils.checkpoint
@@ -469,8 +469,7 @@ class InteractionMismatchWarning(UserWarning):
 
 def _record_build(module: FAT, state_dict: Dict[str, Any], prefix: str, local_metadata: Dict[str, Any]) -> None:
     """State-dict hook: record the FASA interaction in the state dict's ``_metadata`` (saved by ``torch.save``)."""
-    if module.interaction:
-        local_metadata[RECORD_KEY] = {"interaction": module.interaction}
+    local_metadata.update(interaction_record(module.interaction))
 
 
 def _check_build(
@@ -489,14 +488,20 @@ def _check_build(
     the reference interaction, and record nothing: loading them into a
     bidirectional model works, silently wrong, hence the warning.
     """
-    recorded = check_interaction(module.interaction, _recorded_interaction(local_metadata))
-    if recorded:
-        error_msgs.append(recorded)
+    problem = check_interaction(module.interaction, recorded_interaction(local_metadata))
+    if problem:
+        error_msgs.append(problem)
 
 
-def _recorded_interaction(local_metadata: Optional[Dict[str, Any]]) -> Optional[str]:
+def interaction_record(interaction: Optional[str]) -> Dict[str, Any]:
+    """The entry of a state dict's ``_metadata`` that records a FASA interaction ({} for none)."""
+    return {RECORD_KEY: {"interaction": interaction}} if interaction else {}
+
+
+def recorded_interaction(local_metadata: Optional[Mapping[str, Any]]) -> Optional[str]:
+    """The interaction an entry of a state dict's ``_metadata`` records, if any."""
     record = (local_metadata or {}).get(RECORD_KEY)
-    return record.get("interaction") if isinstance(record, dict) else None
+    return record.get("interaction") if isinstance(record, Mapping) else None
 
 
 def check_interaction(model_interaction: str, recorded: Optional[str]) -> str:
