@@ -1,0 +1,155 @@
+"""A trained classifier read back from a file: its model, preprocessing and class names.
+
+``fatvit eval``, ``fatvit predict`` and ``fatvit explain`` all start here.
+The file's own record (see :func:`fatvit.checkpoint.model_meta`) says which
+model to build and how images were preprocessed; settings given by the user
+(flags, ``--set KEY=VALUE``) win over it, and the model's ``pretrained_cfg``
+fills whatever neither gives. The authors' files carry no record: they need
+the model's name (``fat_b0`` is assumed otherwise) and, for predictions, the
+class names.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set
+
+from torch import nn
+
+from .checkpoint import PathLike, apply_state_dict, read_checkpoint
+from .config import TrainConfig, apply_overrides, make_config
+from .errors import FatvitError
+from .evaluate import eval_transform
+from .models import create_model
+
+__all__ = ["INFERENCE_KEYS", "Classifier", "inference_config", "load_classifier", "read_class_names"]
+
+#: Config keys that apply to inference (flags and --set KEY=VALUE); a file's own record fills them first.
+INFERENCE_KEYS = ("model", "model_kwargs", "img_size", "crop_pct", "interpolation", "batch_size", "workers", "device",
+                  "channels_last", "data")  # fmt: skip
+#: What a file's record may say about the model and its preprocessing.
+RECORD_KEYS = ("model", "model_kwargs", "img_size", "crop_pct", "interpolation")
+
+
+@dataclass
+class Classifier:
+    """A model with its weights loaded (on the CPU, in eval mode) and what it needs to be used as trained."""
+
+    model: nn.Module
+    #: PIL image -> normalised tensor, as the model was evaluated when trained
+    transform: Callable[[Any], Any]
+    config: TrainConfig
+    num_classes: int
+    #: class names by output index; None if neither the file nor the user gave them
+    classes: Optional[List[str]]
+    source: str
+    meta: Dict[str, Any] = field(default_factory=dict)
+    #: the config keys the record or the user set (the others come from the model's pretrained_cfg)
+    given: Set[str] = field(default_factory=set)
+
+    @property
+    def name(self) -> str:
+        return self.config.model
+
+    def class_names(self) -> List[str]:
+        """The class names, or an error saying how to give them.
+
+        Raises:
+            FatvitError: the file records no class names and none were given.
+        """
+        if self.classes is None:
+            raise FatvitError(
+                f"{self.source} records no class names (an authors' file or a bare state dict); "
+                f"give them with --classes FILE, one name per line in output order ({self.num_classes} lines)"
+            )
+        return self.classes
+
+
+def inference_config(
+    meta: Mapping[str, Any],
+    typed: Optional[Mapping[str, Any]] = None,
+    overrides: Sequence[str] = (),
+    keys: Sequence[str] = INFERENCE_KEYS,
+    purpose: str = "inference",
+) -> tuple[TrainConfig, Set[str]]:
+    """The settings to run a file's model with: its record, then ``typed`` (flags), then ``overrides`` (--set).
+
+    Also returns the keys given (by the record or the user).
+
+    Raises:
+        FatvitError: a key that does not apply to inference, or a bad value.
+    """
+    values = {k: meta[k] for k in RECORD_KEYS if k in meta}
+    values = apply_overrides(values, overrides, typed)
+    foreign = [k for k in values if k not in keys]
+    if foreign:
+        raise FatvitError(f"config key {foreign[0]!r} does not apply to {purpose} (it takes {', '.join(keys)})")
+    given = set(values)
+    values.setdefault("workers", min(4, os.cpu_count() or 1))
+    return make_config(values), given
+
+
+def read_class_names(path: PathLike) -> List[str]:
+    """Class names from a text file, one per line in output order (blank lines and surrounding spaces ignored).
+
+    Raises:
+        FatvitError: the file cannot be read or holds no names.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise FatvitError(f"cannot read the class names in {path}: {getattr(err, 'strerror', None) or err}") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise FatvitError(f"{path} holds no class names (expected one per line)")
+    return names
+
+
+def load_classifier(
+    checkpoint: PathLike,
+    typed: Optional[Mapping[str, Any]] = None,
+    overrides: Sequence[str] = (),
+    use_ema: bool = False,
+    classes: Optional[Sequence[str]] = None,
+    keys: Sequence[str] = INFERENCE_KEYS,
+    purpose: str = "inference",
+) -> Classifier:
+    """Build the model a file records, load its weights and make its evaluation transform.
+
+    Args:
+        checkpoint: a fatvit checkpoint or ``.safetensors`` export, or an authors' file.
+        typed: config values from flags (``model``, ``img_size``, ...), over the file's record.
+        overrides: ``KEY=VALUE`` strings (``--set``), over both.
+        use_ema: the EMA weights of a training checkpoint.
+        classes: class names by output index, over the file's.
+        keys: the config keys the caller accepts.
+        purpose: what the settings are for, in error messages (``eval``, ``predict``, ...).
+
+    Raises:
+        FatvitError: an unreadable file, weights that do not fit the model, bad settings, or
+            class names whose number differs from the model's outputs.
+    """
+    state_dict, meta = read_checkpoint(checkpoint, use_ema=use_ema)
+    cfg, given = inference_config(meta, typed, overrides, keys, purpose)
+    model = create_model(cfg.model, **cfg.model_kwargs)
+    classifier = model.pretrained_cfg.get("classifier", "head")
+    head = state_dict.get(f"{classifier}.weight")
+    num_classes = meta.get("num_classes") or (head.shape[0] if head is not None else model.num_classes)
+    if num_classes != model.num_classes:
+        model.reset_classifier(num_classes)
+    apply_state_dict(model, state_dict, checkpoint, meta=meta)
+    model.eval()
+    names = list(classes) if classes is not None else (list(meta["classes"]) if meta.get("classes") else None)
+    if names is not None and len(names) != num_classes:
+        raise FatvitError(f"{checkpoint} classifies {num_classes} classes, but {len(names)} class names were given")
+    transform = eval_transform(
+        model,
+        input_size=(3, cfg.img_size, cfg.img_size) if "img_size" in given else None,
+        crop_pct=cfg.crop_pct if "crop_pct" in given else None,
+        interpolation=cfg.interpolation if "interpolation" in given else None,
+        mean=tuple(meta["mean"]) if "mean" in meta else None,
+        std=tuple(meta["std"]) if "std" in meta else None,
+    )
+    return Classifier(model, transform, cfg, num_classes, names, str(checkpoint), dict(meta), given)
