@@ -12,9 +12,16 @@ from typing import List, NoReturn
 
 from ..errors import FatvitError
 from . import eval as eval_verb
-from . import summary, table, train
+from . import explain, predict, summary, table, train
 
-VERBS = {"train": train, "eval": eval_verb, "summary": summary, "table": table}
+VERBS = {
+    "train": train,
+    "eval": eval_verb,
+    "predict": predict,
+    "explain": explain,
+    "summary": summary,
+    "table": table,
+}
 
 
 class Parser(argparse.ArgumentParser):
@@ -28,7 +35,7 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="fatvit",
-        description="FAT (Fully Adaptive Transformer) models: summary, training, evaluation and tables.",
+        description="FAT (Fully Adaptive Transformer) models: training, evaluation, predictions, explanations, tables.",
     )
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB", parser_class=Parser)
     for name, module in VERBS.items():

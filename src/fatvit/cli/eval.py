@@ -13,21 +13,7 @@ from ..distributed import pick_device
 from ..errors import FatvitError
 from ..evaluate import evaluate
 from ..inference import INFERENCE_KEYS, load_classifier
-from .format import positive_int
-
-#: Config keys that apply to evaluation (flags and --set KEY=VALUE); a file's own record fills them first.
-EVAL_KEYS = INFERENCE_KEYS
-#: Flags that are shortcuts for those keys.
-SHORTCUTS = {
-    "model": str,
-    "data": str,
-    "img_size": positive_int,
-    "crop_pct": float,
-    "interpolation": str,
-    "batch_size": positive_int,
-    "workers": int,
-    "device": str,
-}
+from .model_options import add_model_options, typed_values
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -41,43 +27,15 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
             "and model arguments with --set model_kwargs.NAME=VALUE). Flags and --set win over the record."
         ),
     )
-    p.add_argument("--checkpoint", required=True, help="weights: .pth (fatvit or the authors') or .safetensors")
-    for key, kind in SHORTCUTS.items():
-        default_help = {
-            "model": "default: the file's record, else fat_b0",
-            "data": "default: the digits held-out split",
-        }
-        p.add_argument(
-            f"--{key.replace('_', '-')}",
-            dest=key,
-            type=kind,
-            default=None,
-            help=f"config key {key} ({default_help.get(key, 'default: the file record, else the model')})",
-        )
-    p.add_argument("--ema", action="store_true", help="use the EMA weights of a training checkpoint")
-    p.add_argument(
-        "--channels-last",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="run the model in channels-last memory (default: on; faster on CPUs)",
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help=f"set a config key ({', '.join(EVAL_KEYS)}; model_kwargs.NAME for model arguments); repeatable",
-    )
+    add_model_options(p, INFERENCE_KEYS)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    typed = {key: getattr(args, key) for key in SHORTCUTS if getattr(args, key) is not None}
-    if args.channels_last is not None:
-        typed["channels_last"] = args.channels_last
-    loaded = load_classifier(args.checkpoint, typed, args.overrides, use_ema=args.ema, keys=EVAL_KEYS, purpose="eval")
+    loaded = load_classifier(
+        args.checkpoint, typed_values(args), args.overrides, use_ema=args.ema, keys=INFERENCE_KEYS, purpose="eval"
+    )
     cfg, model, num_classes, name = loaded.config, loaded.model, loaded.num_classes, loaded.name
     if cfg.data is None:
         _, val = digits_splits()

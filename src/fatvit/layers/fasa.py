@@ -189,6 +189,7 @@ class FASA(nn.Module):
             raise ValueError(f"interaction must be one of {INTERACTIONS}, got {interaction!r}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
+        self.window_size = window_size
         self.interaction = interaction
         # Q, K, V = W_1 X (K and V are projected from the downsampled map)
         self.q = nn.Conv2d(dim, dim, 1)

@@ -1,0 +1,73 @@
+"""The options of the verbs that run a trained model (eval, predict, explain): which file, which settings.
+
+A file's own record (model, arguments, classes, preprocessing) comes first;
+these flags, then ``--set KEY=VALUE``, win over it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Dict, Mapping, Sequence
+
+from .format import positive_int
+
+#: Flags that are shortcuts for config keys, with their argparse types.
+SHORTCUTS: Mapping[str, Any] = {
+    "model": str,
+    "data": str,
+    "img_size": positive_int,
+    "crop_pct": float,
+    "interpolation": str,
+    "batch_size": positive_int,
+    "workers": int,
+    "device": str,
+}
+
+_DEFAULTS = {
+    "model": "default: the file's record, else fat_b0",
+    "data": "default: the digits held-out split",
+    "batch_size": "default: 128",
+    "workers": "default: up to 4",
+    "device": "auto (default), cpu, cuda, cuda:N",
+}
+
+_RECORD_DEFAULT = "default: the file's record, else the model's"
+
+
+def add_model_options(p: argparse.ArgumentParser, keys: Sequence[str]) -> None:
+    """``--checkpoint``, ``--ema``, a flag for each of ``keys`` that has one, ``--channels-last`` and ``--set``."""
+    p.add_argument("--checkpoint", required=True, help="weights: .pth (fatvit or the authors') or .safetensors")
+    for key, kind in SHORTCUTS.items():
+        if key in keys:
+            p.add_argument(
+                f"--{key.replace('_', '-')}",
+                dest=key,
+                type=kind,
+                default=None,
+                help=f"config key {key} ({_DEFAULTS.get(key, _RECORD_DEFAULT)})",
+            )
+    p.add_argument("--ema", action="store_true", help="use the EMA weights of a training checkpoint")
+    if "channels_last" in keys:
+        p.add_argument(
+            "--channels-last",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="run the model in channels-last memory (default: on; faster on CPUs)",
+        )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"set a config key ({', '.join(keys)}; model_kwargs.NAME for model arguments); repeatable",
+    )
+    p.set_defaults(model_keys=tuple(keys))
+
+
+def typed_values(args: argparse.Namespace) -> Dict[str, Any]:
+    """The config values given by flags (those left out are not in the dict)."""
+    typed = {key: getattr(args, key) for key in SHORTCUTS if getattr(args, key, None) is not None}
+    if getattr(args, "channels_last", None) is not None:
+        typed["channels_last"] = args.channels_last
+    return typed
