@@ -131,3 +131,27 @@ def cli_error(capsys, argv):
     assert len(lines) == 1 and err.strip().endswith(lines[0]), err  # progress bars may come before it
     assert "Traceback" not in err
     return lines[0]
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory):
+    """A small FAT trained on the embedded digits set (3 epochs, about 15 s): its output folder and summary."""
+    from fatvit.cli import main
+
+    out = tmp_path_factory.mktemp("digits") / "run"
+    assert main(["train", "--output", str(out), "--epochs", "3", *set_args(TINY_MODEL_OVERRIDES)]) == 0
+    return out, json.loads((out / "summary.json").read_text())
+
+
+def write_held_out_digits(folder: Path, count: int | None = None) -> list:
+    """The digits set's held-out images as PNG files ``<index>.png``; returns their labels in order."""
+    from fatvit.data import digits_splits
+
+    folder.mkdir(parents=True, exist_ok=True)
+    _, val = digits_splits()
+    labels = []
+    for i in range(len(val) if count is None else count):
+        img, label = val[i]
+        img.save(folder / f"{i:03d}.png")
+        labels.append(label)
+    return labels
