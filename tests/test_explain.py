@@ -172,3 +172,32 @@ def test_explain_command_writes_a_figure(digits_run, tmp_path, capsys):
     (tmp_path / "bad.png").write_text("no")
     assert "cannot read image" in cli_error(capsys, ["explain", str(tmp_path / "bad.png"), *argv[2:]])
     assert "expected x,y" in cli_error(capsys, [*argv, "--point", "3"])
+
+
+def test_readme_examples_run(digits_run, tmp_path, capsys):
+    """The README's predict and explain commands, on a run of the fixture instead of runs/digits64."""
+    import shlex
+
+    from conftest import REPO
+
+    out, _ = digits_run
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("## Predictions and explanations", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    commands = [
+        line.split("#")[0] for line in block.splitlines() if line.startswith(("fatvit predict", "fatvit explain"))
+    ]
+    assert len(commands) == 3
+    write_held_out_digits(tmp_path / "DIR", count=2)
+    swaps = {
+        "runs/digits64": str(out),
+        "docs/digit_7.png": str(REPO / "docs" / "digit_7.png"),
+        "--output docs": f"--output {tmp_path / 'docs'}",
+        "predictions.csv": str(tmp_path / "predictions.csv"),
+        " DIR ": f" {tmp_path / 'DIR'} ",
+    }
+    for command in commands:
+        for old, new in swaps.items():
+            command = command.replace(old, new)
+        assert main(shlex.split(command)[1:]) == 0, command
+    assert (tmp_path / "docs" / "digit_7_explain.png").is_file() and (tmp_path / "predictions.csv").is_file()
+    capsys.readouterr()

@@ -1,4 +1,4 @@
-"""`fatvit predict` and `fatvit.predict.predict`: top-k records from a checkpoint's own classes and preprocessing."""
+"""`fatvit predict` and `fatvit.predict`: top-k records from a checkpoint's own classes and preprocessing."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 
 from conftest import cli_error, write_held_out_digits
 from fatvit.cli import main
-from fatvit.predict import find_images, predict
+from fatvit.predictions import find_images, predict
 
 
 def _records(capsys, argv):

@@ -5,7 +5,10 @@ with timm, so ``timm.create_model("fat_b0")`` works.
 """
 
 from .checkpoint import CheckpointError, load_checkpoint, read_state_dict, save_safetensors
+from .explain import explain_image
+from .inference import load_classifier
 from .models import FAT, MODEL_CONFIGS, model_names
+from .predictions import predict
 
 __version__ = "0.1.0"
 
@@ -13,8 +16,11 @@ __all__ = [
     "FAT",
     "MODEL_CONFIGS",
     "CheckpointError",
+    "explain_image",
     "load_checkpoint",
+    "load_classifier",
     "model_names",
+    "predict",
     "read_state_dict",
     "save_safetensors",
     "__version__",

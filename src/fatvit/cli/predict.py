@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import FatvitError
 from ..files import check_output_dir
 from ..inference import INFERENCE_KEYS, load_classifier, read_class_names
-from ..predict import predict
+from ..predictions import predict
 from ..reporting import write_csv
 from .format import positive_int, render_table
 from .model_options import add_model_options, typed_values
