@@ -158,7 +158,7 @@ def test_explain_command_writes_a_figure(digits_run, tmp_path, capsys):
     record = json.loads(capsys.readouterr().out)
     figure = tmp_path / "fig" / "000_explain.png"
     assert record["figure"] == str(figure) and record["class"] in [str(i) for i in range(10)]
-    assert record["point"] == [2, 30]  # pixel (0, 7) of the 8x8 digit, in the 32x32 input
+    assert record["input_point"] == [2, 30]  # pixel (0, 7) of the 8x8 digit, in the 32x32 input
     with Image.open(figure) as png:
         png.verify()
     with Image.open(figure) as png:

@@ -14,8 +14,8 @@ from ..files import atomic_write, prepare_output_dir
 from ..inference import INFERENCE_KEYS, load_classifier, read_class_names
 from .model_options import add_model_options, typed_values
 
-#: Config keys that apply to explanations (one image, on the CPU: no data set, batch, workers or device).
-EXPLAIN_KEYS = tuple(k for k in INFERENCE_KEYS if k not in ("data", "batch_size", "workers", "device"))
+#: Config keys that apply to explanations (one image, on the CPU, channels-first: no data set, batch, workers, device).
+EXPLAIN_KEYS = tuple(k for k in INFERENCE_KEYS if k not in ("data", "batch_size", "workers", "device", "channels_last"))
 
 
 def point(text: str) -> Tuple[float, float]:
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             "figure": str(figure_path),
             "class": found.target_name,
             "prob": prob,
-            "point": list(found.point),
+            "input_point": list(found.point),
             "stages": [
                 {
                     "stage": s.stage,
