@@ -174,6 +174,24 @@ def test_explain_command_writes_a_figure(digits_run, tmp_path, capsys):
     assert "expected x,y" in cli_error(capsys, [*argv, "--point", "3"])
 
 
+@pytest.mark.filterwarnings("ignore::fatvit.models.fat.InteractionMismatchWarning")  # a bare state dict records none
+def test_explain_needs_class_names(digits_run, tmp_path, capsys):
+    out, _ = digits_run
+    from fatvit.checkpoint import read_checkpoint
+
+    state_dict, meta = read_checkpoint(out / "last.pth")
+    torch.save(state_dict, tmp_path / "bare.pth")
+    write_held_out_digits(tmp_path / "d", count=1)
+    model = [f"--set=model_kwargs.{k}={v}" for k, v in meta["model_kwargs"].items()]
+    argv = ["explain", str(tmp_path / "d" / "000.png"), "--checkpoint", str(tmp_path / "bare.pth"), *model,
+            "--img-size", "32", "--output", str(tmp_path / "fig")]  # fmt: skip
+    assert "records no class names" in cli_error(capsys, argv)
+    assert not (tmp_path / "fig").exists()  # nothing written
+    (tmp_path / "names.txt").write_text("\n".join(f"digit {i}" for i in range(10)))
+    assert main([*argv, "--classes", str(tmp_path / "names.txt")]) == 0
+    assert (tmp_path / "fig" / "000_explain.png").is_file()
+
+
 def test_readme_examples_run(digits_run, tmp_path, capsys):
     """The README's predict and explain commands, on a run of the fixture instead of runs/digits64."""
     import shlex

@@ -62,7 +62,8 @@ class Classifier:
         if self.classes is None:
             raise FatvitError(
                 f"{self.source} records no class names (an authors' file or a bare state dict); "
-                f"give them with --classes FILE, one name per line in output order ({self.num_classes} lines)"
+                f"give them with --classes FILE, one name per line in output order ({self.num_classes} lines; "
+                "in Python: load_classifier(..., classes=names))"
             )
         return self.classes
 
