@@ -136,6 +136,11 @@ def _to_image(cell_map: torch.Tensor, stride: int, size: Tuple[int, int]) -> tor
     return up[0, 0, : size[0], : size[1]]
 
 
+def _expand(cells: torch.Tensor, stride: int, size: Tuple[int, int]) -> torch.Tensor:
+    """Each cell's value on every input pixel it covers (``stride`` square), cropped to ``size``."""
+    return cells.repeat_interleave(stride, 0).repeat_interleave(stride, 1)[: size[0], : size[1]]
+
+
 def _spread(cells: torch.Tensor, stride: int, size: Tuple[int, int]) -> torch.Tensor:
     """Each cell's value shared evenly by the input pixels it covers (``stride`` square, cut at the border)."""
     height, width = size
@@ -143,9 +148,11 @@ def _spread(cells: torch.Tensor, stride: int, size: Tuple[int, int]) -> torch.Te
     cols = (torch.arange(cells.shape[1]) * stride).clamp(max=width)
     row_px = (rows + stride).clamp(max=height) - rows
     col_px = (cols + stride).clamp(max=width) - cols
-    per_pixel = cells / (row_px[:, None] * col_px[None, :]).clamp(min=1).to(cells.dtype)
-    out = per_pixel.repeat_interleave(stride, 0).repeat_interleave(stride, 1)
-    return out[:height, :width]
+    return _expand(cells / (row_px[:, None] * col_px[None, :]).clamp(min=1).to(cells.dtype), stride, size)
+
+
+def _centre(x: torch.Tensor) -> Tuple[int, int]:
+    return x.shape[-1] // 2, x.shape[-2] // 2
 
 
 @torch.no_grad()
@@ -164,7 +171,7 @@ def fasa_maps(
     if x.dim() != 4 or x.shape[0] != 1:
         raise FatvitError(f"explain takes one image (1, 3, H, W), got a tensor of shape {tuple(x.shape)}")
     height, width = x.shape[-2:]
-    px, py = point if point is not None else (width // 2, height // 2)
+    px, py = point if point is not None else _centre(x)
     if not (0 <= px < width and 0 <= py < height):
         raise FatvitError(f"point ({px}, {py}) lies outside the {width}x{height} input")
     chosen = _fasa_blocks(model, block)
@@ -255,6 +262,7 @@ def explain(
         classes: class names, for the figure.
     """
     model.eval()
+    point = point if point is not None else _centre(x)
     logits, stages = fasa_maps(model, x, point, block)
     probs = logits[0].float().softmax(0)
     target = int(probs.argmax()) if target is None else target
@@ -262,8 +270,6 @@ def explain(
         raise FatvitError(f"class index {target} is out of range (the model has {probs.numel()} classes)")
     cam = class_activation_map(model, x, target)
     image = x[0].detach().float().cpu() * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
-    height, width = x.shape[-2:]
-    point = point if point is not None else (width // 2, height // 2)
     return Explanation(image.clamp(0, 1), probs, target, point, cam, stages, list(classes) if classes else None)
 
 
@@ -380,9 +386,9 @@ def plot_explanation(explanation: Explanation, title: str = "") -> Any:
         ):
             note = "" if applied else f"\n(not applied: {s.interaction})"
             overlay(axes[r, c], gate, f"stage {n} {branch} gate σ(X'{branch}){note}", "viridis", "mean gate")
-        cells = s.attention_kv.repeat_interleave(s.kv_stride, 0).repeat_interleave(s.kv_stride, 1)
-        overlay(axes[r, 2], cells[: size[0], : size[1]], f"stage {n} attention from +, {s.kv_stride}px key cells",
-                "magma", "weight per key cell", 0.0)  # fmt: skip
+        cells = _expand(s.attention_kv, s.kv_stride, size)
+        label = f"stage {n} attention from +, {s.kv_stride}px key cells"
+        overlay(axes[r, 2], cells, label, "magma", "weight per key cell", 0.0)
         axes[r, 2].plot(*e.point, marker="+", color="cyan", markersize=12, mew=2)
     if title:
         fig.suptitle(title, fontsize=11)

@@ -10,7 +10,7 @@ from typing import Tuple
 
 from ..errors import FatvitError
 from ..explain import explain_image, plot_explanation
-from ..files import atomic_write, prepare_output_dir
+from ..files import atomic_write, check_output_dir, prepare_output_dir
 from ..inference import INFERENCE_KEYS, load_classifier, read_class_names
 from .model_options import add_model_options, typed_values
 
@@ -57,13 +57,12 @@ def run(args: argparse.Namespace) -> int:
     image = Path(args.image)
     if not image.is_file():
         raise FatvitError(f"image not found: {image}")
-    figure_path = Path(args.output) / f"{image.stem}_explain.png"
+    figure_path = check_output_dir(args.output) / f"{image.stem}_explain.png"
     if figure_path.exists() and not args.overwrite:
         raise FatvitError(f"{figure_path} exists; give --overwrite to replace it")
     classes = read_class_names(args.classes) if args.classes else None
-    typed = {**typed_values(args), "device": "cpu"}
     classifier = load_classifier(
-        args.checkpoint, typed, args.overrides, args.ema, classes, (*EXPLAIN_KEYS, "device"), purpose="explain"
+        args.checkpoint, typed_values(args), args.overrides, args.ema, classes, EXPLAIN_KEYS, purpose="explain"
     )
     names = classifier.class_names()
     target = None

@@ -17,6 +17,11 @@ def positive_int(text: str) -> int:
     return value
 
 
+def add_set_option(p: argparse.ArgumentParser, help: str) -> None:
+    """``--set KEY=VALUE`` (repeatable): config values as YAML text, collected in ``args.overrides``."""
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Left-align the first column, right-align the others, with a rule under the header."""
     widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]

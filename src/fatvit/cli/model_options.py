@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Dict, Mapping, Sequence
 
-from .format import positive_int
+from .format import add_set_option, positive_int
 
 #: Flags that are shortcuts for config keys, with their argparse types.
 SHORTCUTS: Mapping[str, Any] = {
@@ -54,15 +54,7 @@ def add_model_options(p: argparse.ArgumentParser, keys: Sequence[str]) -> None:
             default=None,
             help="run the model in channels-last memory (default: on; faster on CPUs)",
         )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help=f"set a config key ({', '.join(keys)}; model_kwargs.NAME for model arguments); repeatable",
-    )
-    p.set_defaults(model_keys=tuple(keys))
+    add_set_option(p, f"set a config key ({', '.join(keys)}; model_kwargs.NAME for model arguments); repeatable")
 
 
 def typed_values(args: argparse.Namespace) -> Dict[str, Any]:

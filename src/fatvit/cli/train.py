@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional
 from ..config import load_config, recipe_names
 from ..errors import FatvitError
 from ..train import Trainer
-from .format import positive_int
+from .format import add_set_option, positive_int
 
 #: Flags that are shortcuts for config keys (any key also works with --set KEY=VALUE).
 SHORTCUTS = {
@@ -54,14 +54,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     )
     for key, kind in SHORTCUTS.items():
         p.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind, default=None, help=f"config key {key}")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override any config key (YAML value; model_kwargs.NAME for model arguments); repeatable",
-    )
+    add_set_option(p, "override any config key (YAML value; model_kwargs.NAME for model arguments); repeatable")
     p.add_argument("--resume", metavar="CKPT", help="continue a run exactly from its last.pth")
     p.add_argument("--overwrite", action="store_true", help="replace the run files of a non-empty --output folder")
     p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many optimizer steps in all")
