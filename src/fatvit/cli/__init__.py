@@ -11,8 +11,8 @@ import sys
 from typing import List, NoReturn
 
 from ..errors import FatvitError
+from . import benchmark, explain, export, predict, summary, table, train
 from . import eval as eval_verb
-from . import explain, predict, summary, table, train
 
 VERBS = {
     "train": train,
@@ -21,6 +21,8 @@ VERBS = {
     "explain": explain,
     "summary": summary,
     "table": table,
+    "export": export,
+    "benchmark": benchmark,
 }
 
 
@@ -35,7 +37,10 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="fatvit",
-        description="FAT (Fully Adaptive Transformer) models: training, evaluation, predictions, explanations, tables.",
+        description=(
+            "FAT (Fully Adaptive Transformer) models: training, evaluation, predictions, explanations, tables, "
+            "ONNX export and benchmarks."
+        ),
     )
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB", parser_class=Parser)
     for name, module in VERBS.items():

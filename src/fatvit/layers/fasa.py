@@ -40,6 +40,8 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
+from .fuse import fuse_conv_bn
+
 __all__ = [
     "FASA",
     "RefinedDownsample",
@@ -90,6 +92,17 @@ class RefinedDownsample(nn.Module):
         for layer in self.children():
             x = layer(x)
         return x
+
+    def fuse(self) -> nn.Sequential:
+        """The inference form: each BatchNorm folded into its depthwise conv, in application order."""
+        layers = list(self.children())
+        fused: list[nn.Module] = []
+        for layer in layers:
+            if isinstance(layer, nn.BatchNorm2d):
+                fused[-1] = fuse_conv_bn(fused[-1], layer)
+            else:
+                fused.append(layer)
+        return nn.Sequential(*fused)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -143,6 +156,12 @@ class StridedConvDownsample(nn.Module):
         if not self.overlap:
             x = pad_to_multiple(x, self.window_size)
         return self.bn(self.conv(x))
+
+    def fuse(self) -> StridedConvDownsample:
+        """The inference form (in place): the BatchNorm folded into the conv."""
+        self.conv = fuse_conv_bn(self.conv, self.bn)
+        self.bn = nn.Identity()
+        return self
 
 
 def make_kv_downsample(kind: str, dim: int, window_size: int) -> nn.Module:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ConvFFN", "DownsampleShortcut"]
+from .fuse import Pointwise, add_identity, fuse_conv_bn
+
+__all__ = ["ConvFFN", "FusedConvFFN", "DownsampleShortcut"]
 
 
 class ConvFFN(nn.Module):
@@ -47,6 +49,28 @@ class ConvFFN(nn.Module):
             x = self.dwconv(x)
         return self.fc2(self.bn(x))
 
+    def fuse(self) -> FusedConvFFN:
+        """The inference form: the residual and BatchNorm folded into the depthwise conv (eval statistics)."""
+        dwconv = fuse_conv_bn(add_identity(self.dwconv) if self.stride == 1 else self.dwconv, self.bn)
+        if isinstance(self.fc1, Pointwise):  # the activation runs inside, on the linear's own output
+            self.fc1.act = self.act
+            return FusedConvFFN(self.fc1, nn.Identity(), dwconv, self.fc2)
+        return FusedConvFFN(self.fc1, self.act, dwconv, self.fc2)
+
+
+class FusedConvFFN(nn.Module):
+    """ConvFFN for inference (:meth:`ConvFFN.fuse`): pointwise, GELU, depthwise conv, pointwise."""
+
+    def __init__(self, fc1: nn.Module, act: nn.Module, dwconv: nn.Module, fc2: nn.Module) -> None:
+        super().__init__()
+        self.fc1 = fc1
+        self.act = act
+        self.dwconv = dwconv
+        self.fc2 = fc2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.dwconv(self.act(self.fc1(x))))
+
 
 class DownsampleShortcut(nn.Sequential):
     """Shortcut of a stride-2 block: DWConv5x5 s2 -> BN -> Conv1x1 (keys ``0``, ``1``, ``2``)."""
@@ -57,3 +81,7 @@ class DownsampleShortcut(nn.Sequential):
             nn.BatchNorm2d(dim),
             nn.Conv2d(dim, out_dim, 1),
         )
+
+    def fuse(self) -> nn.Sequential:
+        """The inference form: the BatchNorm folded into the depthwise conv."""
+        return nn.Sequential(fuse_conv_bn(self[0], self[1]), self[2])

@@ -6,6 +6,8 @@ import torch
 from timm.layers import GroupNorm1
 from torch import nn
 
+from .fuse import fuse_conv_bn
+
 __all__ = ["ConvBNAct", "ConvStem"]
 
 
@@ -22,6 +24,10 @@ class ConvBNAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
+
+    def fuse(self) -> nn.Sequential:
+        """The inference form: the BatchNorm folded into the conv."""
+        return nn.Sequential(fuse_conv_bn(self.conv[0], self.conv[1]), self.conv[2])
 
 
 class ConvStem(nn.Module):

@@ -32,10 +32,12 @@ from ..layers import (
     PartitionAttention,
     SpatialReductionAttention,
 )
+from ..layers.fuse import add_identity
 
 __all__ = [
     "FAT",
     "FATBlock",
+    "FusedFATBlock",
     "FATStage",
     "FATConfig",
     "MODEL_CONFIGS",
@@ -147,6 +149,42 @@ class FATBlock(nn.Module):
     def forward_ffn(self, x: torch.Tensor) -> torch.Tensor:
         """Channel mixing, and the downsampling of a stage's last block."""
         return self.downsample(x) + self.drop_path2(self.ffn(self.norm2(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_ffn(self.forward_mixer(x))
+
+    def fuse(self) -> FusedFATBlock:
+        """The inference form (see :func:`fatvit.deploy`), from this block's (already fused) parts."""
+        return FusedFATBlock(self)
+
+
+class FusedFATBlock(nn.Module):
+    """A FAT block for inference: the CPE's residual folded into its conv, no drop paths.
+
+    Same function as the eval-mode :class:`FATBlock` it is made from, with
+    that block's (fused) ``attn``, ``ffn`` and ``downsample``::
+
+        X = CPE'(X_in)            # CPE' = CPE + identity
+        Y = FASA(LN(X)) + X
+        Z = ConvFFN(LN(Y)) + ShortCut(Y)
+    """
+
+    def __init__(self, block: FATBlock) -> None:
+        super().__init__()
+        self.cpe = add_identity(block.cpe) if block.use_cpe else nn.Identity()
+        self.norm1 = block.norm1
+        self.attn = block.attn
+        self.mixer_out = block.mixer_out
+        self.norm2 = block.norm2
+        self.downsample = block.downsample
+        self.ffn = block.ffn
+
+    def forward_mixer(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.cpe(x)
+        return self.mixer_out(x + self.attn(self.norm1(x)))
+
+    def forward_ffn(self, x: torch.Tensor) -> torch.Tensor:
+        return self.downsample(x) + self.ffn(self.norm2(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_ffn(self.forward_mixer(x))

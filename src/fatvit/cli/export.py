@@ -1,0 +1,112 @@
+"""``fatvit export``: a FAT model (random or trained weights) as ONNX, checked against PyTorch with ONNX Runtime."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from timm.data import resolve_data_config
+
+from ..errors import FatvitError
+from ..export import CHECK_SHAPES, DEFAULT_OPSET, check_onnx, export_onnx
+from ..files import check_output_dir
+from ..inference import inference_config, load_classifier
+from ..models import create_model
+from .format import add_set_option, positive_int, render_table
+
+#: Config keys that apply to an export: the model and its preprocessing (recorded in the file's metadata).
+EXPORT_KEYS = ("model", "model_kwargs", "img_size", "crop_pct", "interpolation")
+
+#: Largest difference from PyTorch's output (max abs, float32) that the check accepts.
+TOLERANCE = 1e-4
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(
+        name,
+        help="export a FAT model to ONNX, checked with ONNX Runtime",
+        description=(
+            "Writes the model's deployed form (BatchNorm and residuals folded) as ONNX, with batch, height and width "
+            "dynamic (unless --static), and its preprocessing and class names in the file's metadata. The file is "
+            "checked with onnx.checker, then run with ONNX Runtime on several input sizes against PyTorch: a "
+            f"difference over {TOLERANCE:g} is an error and the file is removed."
+        ),
+    )
+    p.add_argument("--model", default=None, help="FAT size (default: the checkpoint's record, else fat_b0)")
+    p.add_argument("--checkpoint", default=None, help="weights: .pth (fatvit or the authors') or .safetensors "
+                   "(default: none, random weights)")  # fmt: skip
+    p.add_argument("--ema", action="store_true", help="use the EMA weights of a training checkpoint")
+    p.add_argument("--output", required=True, metavar="FILE.onnx", help="the ONNX file to write")
+    p.add_argument("--img-size", dest="img_size", type=positive_int, default=None,
+                   help="input side traced and recorded (default: the record's, else the model's)")  # fmt: skip
+    p.add_argument("--opset", type=positive_int, default=DEFAULT_OPSET, help=f"ONNX opset (default: {DEFAULT_OPSET})")
+    p.add_argument("--static", action="store_true", help="fix the input to 1 x 3 x img-size x img-size")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--json", action="store_true", help="print the check's records as JSON")
+    add_set_option(p, f"set a config key ({', '.join(EXPORT_KEYS)}; model_kwargs.NAME for model arguments)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    output = Path(args.output)
+    if output.is_dir():
+        raise FatvitError(f"--output {output} is a folder, not a file")
+    if output.exists() and not args.overwrite:
+        raise FatvitError(f"--output {output} exists; give --overwrite to replace it")
+    check_output_dir(output.parent)
+    if not output.parent.is_dir():
+        raise FatvitError(f"--output {output}: the folder {output.parent} does not exist")
+    typed = {k: getattr(args, k) for k in ("model", "img_size") if getattr(args, k) is not None}
+    if args.checkpoint:
+        classifier = load_classifier(args.checkpoint, typed, args.overrides, args.ema, None, EXPORT_KEYS, "export")
+        model, cfg, given, classes = classifier.model, classifier.config, classifier.given, classifier.classes
+    else:
+        if args.ema:
+            raise FatvitError("--ema needs --checkpoint")
+        cfg, given = inference_config({}, typed, args.overrides, EXPORT_KEYS, "export")
+        model, classes = create_model(cfg.model, **cfg.model_kwargs).eval(), None
+        print("fatvit: no --checkpoint: the exported weights are random", file=sys.stderr)
+    if not hasattr(model, "layers") or not hasattr(model, "patch_embed"):
+        raise FatvitError(f"{cfg.model} is not a FAT model; fatvit export takes FAT models")
+    data = resolve_data_config(
+        {
+            "input_size": (3, cfg.img_size, cfg.img_size) if "img_size" in given else None,
+            "crop_pct": cfg.crop_pct if "crop_pct" in given else None,
+            "interpolation": cfg.interpolation if "interpolation" in given else None,
+        },
+        model=model,
+    )
+    if args.checkpoint and classifier.meta.get("mean"):
+        data["mean"], data["std"] = tuple(classifier.meta["mean"]), tuple(classifier.meta["std"])
+    img_size = data["input_size"][-1]
+    metadata = {
+        "model": cfg.model,
+        "model_kwargs": cfg.model_kwargs,
+        "num_classes": model.num_classes,
+        "classes": classes,
+        "input_size": list(data["input_size"]),
+        "crop_pct": data["crop_pct"],
+        "interpolation": data["interpolation"],
+        "mean": list(data["mean"]),
+        "std": list(data["std"]),
+        "weights": str(args.checkpoint) if args.checkpoint else None,
+    }
+    export_onnx(model, output, img_size=img_size, opset=args.opset, dynamic=not args.static, metadata=metadata)
+    shapes = (
+        ((1, img_size, img_size),) if args.static else tuple(dict.fromkeys(((1, img_size, img_size), *CHECK_SHAPES)))
+    )
+    records = check_onnx(output, model, shapes)
+    worst = max(r["max_abs_diff"] for r in records)
+    if worst > TOLERANCE:
+        output.unlink()
+        raise FatvitError(f"ONNX Runtime's outputs differ from PyTorch's by {worst:.2e} (over {TOLERANCE:g}); "
+                          f"{output} removed")  # fmt: skip
+    if args.json:
+        print(json.dumps(dict(output=str(output), opset=args.opset, dynamic=not args.static, checks=records), indent=2))
+    else:
+        print(f"{output}: {cfg.model}, opset {args.opset}, {'static' if args.static else 'dynamic batch and size'}")
+        rows = [["x".join(map(str, r["shape"])), f"{r['max_abs_diff']:.2e}"] for r in records]
+        print(render_table(["input", "max |ONNX Runtime - PyTorch|"], rows))
+    return 0

@@ -1,0 +1,65 @@
+"""``fatvit.deploy``: an inference copy of a FAT model, same outputs, faster on a CPU.
+
+The copy is re-parameterised bottom-up, in timm's convention (a module's
+``fuse()`` returns its inference form; cf. ``timm.utils.reparameterize_model``):
+
+* every BatchNorm is folded into the conv before it (stem, refined
+  downsample, ConvFFN, shortcut), with its running statistics;
+* the residuals around stride-1 depthwise convs (the CPE, the ConvFFN's
+  ``h + DWConv(h)``) become the conv's centre tap;
+* every 1x1 convolution runs as one matrix product (:class:`~fatvit.layers.fuse.Pointwise`);
+* weights and activations are channels-last, so depthwise convs and FASA's
+  attention run on their fast kernels without layout copies.
+
+The math is unchanged: outputs match the eval-mode model within float32
+rounding, for every size, option and input size. The copy is for inference
+only (BatchNorm statistics are frozen into the weights; drop paths are gone).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .layers.fuse import Pointwise, is_pointwise_conv
+
+__all__ = ["deploy", "fuse_modules"]
+
+
+def fuse_modules(module: nn.Module, pointwise_linear: bool = True) -> nn.Module:
+    """Replace, bottom-up and in place, every part of ``module`` by its inference form; returns the new root.
+
+    A module with a ``fuse()`` method is replaced by what it returns, after
+    its children were fused; with ``pointwise_linear``, 1x1 convolutions
+    become :class:`Pointwise`.
+    """
+    for name, child in list(module.named_children()):
+        fused = fuse_modules(child, pointwise_linear)
+        if fused is not child:
+            setattr(module, name, fused)
+    if pointwise_linear and is_pointwise_conv(module):
+        return Pointwise.from_conv(module)
+    fuse = getattr(module, "fuse", None)
+    return fuse() if callable(fuse) else module
+
+
+def deploy(model: nn.Module, channels_last: bool = True, pointwise_linear: bool = True) -> nn.Module:
+    """An inference copy of ``model`` (any FAT model, in any mode), re-parameterised for speed.
+
+    ``model`` itself is left unchanged. The copy is in eval mode, with
+    gradients off, and (by default) channels-last; it accepts inputs in
+    either memory format and of any size. ``pointwise_linear=False`` keeps
+    1x1 convolutions as convolutions (for ONNX Runtime, whose own layout
+    transforms handle convolutions best).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"deploy expects a torch.nn.Module, got {type(model).__name__}")
+    model = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        model = fuse_modules(model, pointwise_linear)
+    model.requires_grad_(False)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model

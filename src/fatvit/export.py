@@ -1,0 +1,153 @@
+"""ONNX export of FAT models, and the check of the file against PyTorch through ONNX Runtime.
+
+The model is exported in its deployed form (:func:`fatvit.deploy`: BatchNorm
+and residuals folded into convs; 1x1 convs stay convolutions, which ONNX
+Runtime's layout transforms handle best) with PyTorch's ``torch.export``-based
+exporter, batch, height and width left dynamic. What is needed to use the
+file travels in its metadata (``metadata_props``): the model name, the
+preprocessing (input size, crop, interpolation, mean, std) and, when known,
+the class names, each as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from .deploy import deploy
+from .errors import FatvitError
+from .files import atomic_write
+
+__all__ = ["DEFAULT_OPSET", "export_onnx", "onnx_session", "check_onnx", "read_onnx_metadata"]
+
+#: The ONNX opset written by default (ONNX Runtime 1.16 and later run it).
+DEFAULT_OPSET = 18
+
+#: Input sizes (batch, height, width) that :func:`check_onnx` tries by default: square, odd, batched.
+CHECK_SHAPES: Tuple[Tuple[int, int, int], ...] = ((1, 224, 224), (2, 97, 131), (3, 64, 48))
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    img_size: int | Tuple[int, int] = 224,
+    opset: int = DEFAULT_OPSET,
+    dynamic: bool = True,
+    batch: int = 1,
+    fuse: bool = True,
+    metadata: Optional[Mapping[str, Any]] = None,
+) -> Path:
+    """Write ``model`` (in eval mode) to ``path`` as ONNX and check the file with ``onnx.checker``.
+
+    Args:
+        model: a FAT model, or any model the exporter takes.
+        img_size: the side (or height and width) of the example input the export traces.
+        dynamic: batch, height and width dynamic; otherwise fixed to ``batch`` and ``img_size``.
+        fuse: export the deployed form (:func:`fatvit.deploy`, 1x1 convs kept) rather than the model as it is.
+        metadata: values stored in the file's ``metadata_props`` (as JSON).
+
+    Raises:
+        FatvitError: the exporter fails or the file cannot be written.
+    """
+    import onnx
+
+    path = Path(path)
+    model = deploy(model, channels_last=False, pointwise_linear=False) if fuse else model.eval()
+    # batch 2, so that the exporter does not specialise the batch dimension to 1
+    height, width = (img_size, img_size) if isinstance(img_size, int) else img_size
+    example = torch.randn(2 if dynamic else batch, model_in_chans(model), height, width)
+    dims = {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the exporter's notes on its own internals
+            program = torch.onnx.export(
+                model,
+                (example,),
+                dynamo=True,
+                dynamic_shapes=(dims,) if dynamic else None,
+                input_names=["image"],
+                output_names=["logits"],
+                opset_version=opset,
+                verbose=False,
+            )
+    except Exception as err:  # the exporter raises many kinds; the first line says what failed
+        raise FatvitError(f"ONNX export failed: {str(err).strip().splitlines()[0]}") from err
+    proto = program.model_proto
+    for key, value in (metadata or {}).items():
+        proto.metadata_props.add(key=str(key), value=json.dumps(value))
+    with atomic_write(path) as f:
+        f.write(proto.SerializeToString())
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as err:
+        raise FatvitError(f"{path}: the exported model fails onnx.checker: {err}") from err
+    return path
+
+
+def model_in_chans(model: nn.Module) -> int:
+    """Input channels of a model's first convolution (3 if none is found)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return module.in_channels
+    return 3
+
+
+def onnx_session(path: str | os.PathLike, threads: Optional[int] = None, spinning: bool = True) -> Any:
+    """An ONNX Runtime CPU session for ``path``, with ``threads`` intra-op threads (default: torch's count).
+
+    ``spinning=False`` keeps idle worker threads from busy-waiting, which
+    matters when several sessions (or PyTorch) share the cores in turn.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:
+        raise FatvitError(f"{path}: ONNX Runtime cannot load it: {str(err).strip().splitlines()[0]}") from err
+
+
+def read_onnx_metadata(path: str | os.PathLike) -> Dict[str, Any]:
+    """The ``metadata_props`` of an ONNX file written by :func:`export_onnx`, decoded from JSON."""
+    meta = onnx_session(path).get_modelmeta().custom_metadata_map
+    return {key: json.loads(value) for key, value in meta.items()}
+
+
+def check_onnx(
+    path: str | os.PathLike,
+    model: nn.Module,
+    shapes: Sequence[Tuple[int, int, int]] = CHECK_SHAPES,
+    seed: int = 0,
+) -> List[Dict[str, Any]]:
+    """Run the file with ONNX Runtime and ``model`` (eval mode) with PyTorch on random inputs of ``shapes``.
+
+    Returns one record per shape: ``shape`` (B, C, H, W) and ``max_abs_diff``
+    between the two outputs (float32).
+    """
+    session = onnx_session(path)
+    name = session.get_inputs()[0].name
+    generator = torch.Generator().manual_seed(seed)
+    model = model.eval()
+    records = []
+    for batch, height, width in shapes:
+        x = torch.randn(batch, model_in_chans(model), height, width, generator=generator)
+        with torch.no_grad():
+            expected = model(x)
+        got = torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+        if got.shape != expected.shape:
+            raise FatvitError(f"{path}: output shape {tuple(got.shape)} for input {tuple(x.shape)}, "
+                              f"PyTorch gives {tuple(expected.shape)}")  # fmt: skip
+        records.append(dict(shape=list(x.shape), max_abs_diff=float((got - expected).abs().max())))
+    return records
