@@ -23,20 +23,19 @@ released code runs it (:class:`fatvit.models.released.ReleasedFAT`).
 
 from __future__ import annotations
 
-import contextlib
 import random
 import statistics
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import timm
 import torch
 from torch import nn
 
-from .deploy import deploy
+from .deploy import compile_inference, deploy
 from .errors import FatvitError
 from .models import MODEL_CONFIGS
 from .models.released import ReleasedFAT
@@ -125,19 +124,11 @@ def _inference_form(candidate: Candidate, for_onnx: bool = False) -> nn.Module:
     return model if for_onnx else model.to(memory_format=torch.channels_last)
 
 
-@contextlib.contextmanager
-def _frozen_inductor() -> Iterator[None]:
-    import torch._inductor.config as inductor_config
-
-    with inductor_config.patch(freezing=True):
-        yield
-
-
 def prepare_runner(candidate: Candidate, mode: str, batch: int, workdir: Path) -> Callable[[], Any]:
     """A function of no arguments that runs one forward of ``candidate`` in ``mode`` on a fixed random batch.
 
-    Compilation and ONNX export happen here, and one call is made, so that
-    the returned runner is warm.
+    Compilation and ONNX export happen here, and one call is made (under
+    ``torch.inference_mode``, as the timing), so that the returned runner is warm.
     """
     x = torch.randn(batch, 3, *candidate.input_size, generator=torch.Generator().manual_seed(0))
     if mode == "eager":
@@ -154,10 +145,8 @@ def prepare_runner(candidate: Candidate, mode: str, batch: int, workdir: Path) -
             return model(x)
 
     elif mode == "compiled":
-        with _frozen_inductor(), torch.inference_mode():
-            model = torch.compile(_inference_form(candidate))
-            x = x.contiguous(memory_format=torch.channels_last)
-            model(x)  # compiles
+        model = compile_inference(_inference_form(candidate))
+        x = x.contiguous(memory_format=torch.channels_last)
 
         def run() -> Any:
             return model(x)

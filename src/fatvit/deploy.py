@@ -19,13 +19,14 @@ only (BatchNorm statistics are frozen into the weights; drop paths are gone).
 from __future__ import annotations
 
 import copy
+from typing import Callable
 
 import torch
 from torch import nn
 
 from .layers.fuse import Pointwise, is_pointwise_conv
 
-__all__ = ["deploy", "fuse_modules"]
+__all__ = ["deploy", "fuse_modules", "compile_inference"]
 
 
 def fuse_modules(module: nn.Module, pointwise_linear: bool = True) -> nn.Module:
@@ -63,3 +64,22 @@ def deploy(model: nn.Module, channels_last: bool = True, pointwise_linear: bool 
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+def compile_inference(model: nn.Module, **compile_kwargs) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``torch.compile`` of an inference model (as :func:`deploy` makes), its weights frozen into the graph.
+
+    Returns a function of the input batch. Inductor's ``freezing`` (weights
+    as constants: conv weights pre-packed, constant folding) is on whenever
+    it compiles, for each new input shape; calls run without autograd.
+    ``compile_kwargs`` go to ``torch.compile``.
+    """
+    import torch._inductor.config as inductor_config
+
+    compiled = torch.compile(model, **compile_kwargs)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with inductor_config.patch(freezing=True), torch.no_grad():
+            return compiled(x)
+
+    return run

@@ -1,0 +1,189 @@
+"""fatvit.deploy: the inference copy computes what the model computes, on every size, option and input shape."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+from conftest import TINY_ARGS, load_reference
+from fatvit import FAT, MODEL_CONFIGS
+from fatvit.deploy import compile_inference, deploy
+from fatvit.layers import INTERACTIONS, ConvFFN, DownsampleShortcut, RefinedDownsample
+from fatvit.layers.fuse import Pointwise, add_identity, fuse_conv_bn
+from fatvit.models.fat import FusedFATBlock
+
+TOL = 1e-4
+
+
+def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm statistics and affine values far from the identity, so that folding them matters."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
+            m.running_var.copy_(torch.rand(n, generator=g) * 2 + 0.2)
+            m.weight.data.copy_(torch.randn(n, generator=g) * 0.5 + 1)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.5)
+    return model
+
+
+def max_diff(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        return (a(x) - b(x)).abs().max().item()
+
+
+def tiny(**kwargs) -> FAT:
+    return randomize_batchnorm(FAT(**{**TINY_ARGS, **kwargs})).eval()
+
+
+SHAPES = [(1, 3, 64, 64), (2, 3, 45, 71), (3, 3, 33, 32)]
+
+
+@pytest.mark.parametrize("name", list(MODEL_CONFIGS))
+def test_every_size_matches(name):
+    model = randomize_batchnorm(timm.create_model(name)).eval()
+    fast = deploy(model)
+    for shape in [(1, 3, 64, 64), (2, 3, 39, 50)]:
+        x = torch.randn(shape)
+        assert max_diff(model, fast, x) <= TOL, shape
+
+
+@pytest.mark.parametrize("interaction", INTERACTIONS)
+@pytest.mark.parametrize("kv_downsample", ["refined", "pool", "conv", "conv_overlap"])
+def test_every_fasa_option_matches(interaction, kv_downsample):
+    model = tiny(interaction=interaction, kv_downsample=kv_downsample)
+    fast = deploy(model)
+    for shape in SHAPES:
+        assert max_diff(model, fast, torch.randn(shape)) <= TOL, shape
+
+
+@pytest.mark.parametrize("kwargs", [dict(cpe=False), dict(attention="swin"), dict(attention="pvt"),
+                                    dict(attention="twins"), dict(attention="maxvit"), dict(attention="cswin"),
+                                    dict(num_classes=0, global_pool="")])  # fmt: skip
+def test_ablations_and_compared_attentions_match(kwargs):
+    model = tiny(**kwargs)
+    fast = deploy(model)
+    for shape in SHAPES[:2]:
+        assert max_diff(model, fast, torch.randn(shape)) <= TOL, shape
+
+
+def test_reproduces_the_authors_outputs():
+    """Deployed from the authors' checkpoint layout, the model still gives their reference outputs."""
+    manifest, state_dict, cases = load_reference("tiny")
+    model = FAT(**manifest["config"], interaction="reference").eval()
+    model.load_state_dict(state_dict)
+    fast = deploy(model)
+    with torch.no_grad():
+        for x, case in cases:
+            assert (fast(x) - case["logits"]).abs().max() <= TOL, case["input_shape"]
+
+
+def test_inference_form_has_no_batchnorm_no_1x1_conv_and_is_channels_last():
+    fast = deploy(tiny())
+    kinds = {type(m) for m in fast.modules()}
+    assert nn.BatchNorm2d not in kinds
+    assert not [m for m in fast.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)]
+    assert all(isinstance(b, FusedFATBlock) for stage in fast.layers for b in stage.blocks)
+    assert not any(p.requires_grad for p in fast.parameters())
+    assert not fast.training
+    for p in fast.parameters():
+        if p.dim() == 4:
+            assert p.is_contiguous(memory_format=torch.channels_last)
+    # channels-first and channels-last inputs give the same result
+    x = torch.randn(2, 3, 40, 40)
+    with torch.no_grad():
+        assert torch.equal(fast(x), fast(x.contiguous(memory_format=torch.channels_last)))
+
+
+def test_original_is_left_unchanged():
+    model = FAT(**TINY_ARGS, drop_path_rate=0.1).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    deploy(model)
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not any(isinstance(m, (Pointwise, FusedFATBlock)) for m in model.modules())
+
+
+def test_from_training_mode_it_computes_the_eval_function():
+    """Deploying a model mid-training folds the running statistics: the result is the eval-mode model."""
+    model = tiny(drop_path_rate=0.2).train()
+    fast = deploy(model)
+    x = torch.randn(2, 3, 48, 48)
+    assert max_diff(model.eval(), fast, x) <= TOL
+
+
+def test_intermediate_features_match():
+    model = tiny()
+    fast = deploy(model)
+    x = torch.randn(1, 3, 70, 58)
+    with torch.no_grad():
+        ref, got = (
+            model.forward_intermediates(x, intermediates_only=True),
+            fast.forward_intermediates(x, intermediates_only=True),
+        )
+    assert [f.shape for f in ref] == [f.shape for f in got]
+    assert max((a - b).abs().max().item() for a, b in zip(ref, got)) <= TOL
+
+
+def test_fx_trace_and_torchscript():
+    fast = deploy(tiny())
+    x = torch.randn(2, 3, 50, 44)
+    traced = torch.fx.symbolic_trace(fast)
+    scripted = torch.jit.script(fast)
+    with torch.no_grad():
+        assert (traced(x) - fast(x)).abs().max() <= 1e-5
+        assert (scripted(x) - fast(x)).abs().max() <= 1e-5
+
+
+def test_compiled_matches_on_several_shapes():
+    """torch.compile of the deployed form, weights frozen (one block per stage: compiling costs a minute here)."""
+    model = tiny(depths=(1, 1, 1, 1))
+    compiled = compile_inference(deploy(model))
+    for shape in [(1, 3, 64, 64), (2, 3, 45, 71)]:  # a new shape recompiles
+        x = torch.randn(shape)
+        with torch.no_grad():
+            assert (compiled(x) - model(x)).abs().max() <= TOL, shape
+
+
+# ----- the rewrites, one by one --------------------------------------------------------------------------
+
+
+def test_pointwise_is_the_1x1_conv():
+    conv = nn.Conv2d(12, 20, 1)
+    pw = Pointwise.from_conv(conv)
+    x = torch.randn(2, 12, 7, 9)
+    with torch.no_grad():
+        assert (pw(x) - conv(x)).abs().max() <= 1e-5
+        assert pw(x).is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="1x1"):
+        Pointwise.from_conv(nn.Conv2d(12, 20, 3))
+
+
+def test_identity_and_batchnorm_fold_into_a_depthwise_conv():
+    conv = nn.Conv2d(8, 8, 5, padding=2, groups=8)
+    bn = randomize_batchnorm(nn.Sequential(nn.BatchNorm2d(8)))[0].eval()
+    fused = fuse_conv_bn(add_identity(conv), bn)
+    x = torch.randn(2, 8, 11, 6)
+    with torch.no_grad():
+        assert (fused(x) - bn(x + conv(x))).abs().max() <= 1e-5
+    with pytest.raises(ValueError, match="depthwise"):
+        add_identity(nn.Conv2d(8, 8, 5, stride=2, padding=2, groups=8))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_convffn_shortcut_and_refined_downsample_fuse_exactly(stride):
+    x = torch.randn(2, 16, 13, 10)
+    for module in [ConvFFN(16, 64, 24, stride=stride), DownsampleShortcut(16, 24), RefinedDownsample(16, 4)]:
+        module = randomize_batchnorm(module).eval()
+        fused = module.fuse()
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+        with torch.no_grad():
+            assert (fused(x) - module(x)).abs().max() <= 1e-5, type(module).__name__
+
+
+def test_deploy_rejects_what_is_not_a_module():
+    with pytest.raises(TypeError, match="nn.Module"):
+        deploy("fat_b0")
