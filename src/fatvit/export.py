@@ -62,6 +62,10 @@ def export_onnx(
     model = deploy(model, channels_last=False, pointwise_linear=False) if fuse else model.eval()
     # batch 2, so that the exporter does not specialise the batch dimension to 1
     height, width = (img_size, img_size) if isinstance(img_size, int) else img_size
+    if dynamic:
+        # the exporter specialises dimensions of size 1: trace at a size where every map (stride 32, the
+        # downsampled keys) has at least 2 cells; the file takes any size
+        height, width = max(height, 64), max(width, 64)
     example = torch.randn(2 if dynamic else batch, model_in_chans(model), height, width)
     dims = {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
     try:
@@ -145,7 +149,11 @@ def check_onnx(
         x = torch.randn(batch, model_in_chans(model), height, width, generator=generator)
         with torch.no_grad():
             expected = model(x)
-        got = torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+        try:
+            got = torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+        except Exception as err:  # onnxruntime's own error types
+            raise FatvitError(f"{path}: ONNX Runtime fails on input {tuple(x.shape)}: "
+                              f"{str(err).strip().splitlines()[0]}") from err  # fmt: skip
         if got.shape != expected.shape:
             raise FatvitError(f"{path}: output shape {tuple(got.shape)} for input {tuple(x.shape)}, "
                               f"PyTorch gives {tuple(expected.shape)}")  # fmt: skip

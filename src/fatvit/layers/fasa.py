@@ -40,6 +40,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
+from .dwconv import DepthwiseConv2d
 from .fuse import fuse_conv_bn
 
 __all__ = [
@@ -81,7 +82,7 @@ class RefinedDownsample(nn.Module):
         for m in range(steps):
             self.add_module(
                 f"conv{m}",
-                nn.Conv2d(dim, dim, kernel_size, stride=2, padding=kernel_size // 2, groups=dim),
+                DepthwiseConv2d(dim, kernel_size, stride=2, padding=kernel_size // 2),
             )
             self.add_module(f"bn{m}", nn.BatchNorm2d(dim))
             if m < steps - 1:
@@ -149,7 +150,7 @@ class StridedConvDownsample(nn.Module):
         self.overlap = overlap
         kernel = 2 * window_size - 1 if overlap else window_size
         padding = window_size - 1 if overlap else 0
-        self.conv = nn.Conv2d(dim, dim, kernel, stride=window_size, padding=padding, groups=dim)
+        self.conv = DepthwiseConv2d(dim, kernel, stride=window_size, padding=padding)
         self.bn = nn.BatchNorm2d(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -214,7 +215,7 @@ class FASA(nn.Module):
         self.q = nn.Conv2d(dim, dim, 1)
         self.kv = nn.Conv2d(dim, 2 * dim, 1)
         # Q' = DWConv(Q): the local branch
-        self.local_mixer = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.local_mixer = DepthwiseConv2d(dim, kernel_size, padding=kernel_size // 2)
         # Y = W_2 (...); the "cat" fusion feeds it both branches side by side
         self.mixer = nn.Conv2d(2 * dim if interaction == "cat" else dim, dim, 1)
         self.pool = make_kv_downsample(kv_downsample, dim, window_size)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .dwconv import DepthwiseConv2d
 from .fuse import Pointwise, add_identity, fuse_conv_bn
 
 __all__ = ["ConvFFN", "FusedConvFFN", "DownsampleShortcut"]
@@ -30,14 +31,7 @@ class ConvFFN(nn.Module):
         self.stride = stride
         self.fc1 = nn.Conv2d(dim, hidden_dim, 1)
         self.act = nn.GELU()
-        self.dwconv = nn.Conv2d(
-            hidden_dim,
-            hidden_dim,
-            kernel_size,
-            stride=stride,
-            padding=kernel_size // 2,
-            groups=hidden_dim,
-        )
+        self.dwconv = DepthwiseConv2d(hidden_dim, kernel_size, stride=stride, padding=kernel_size // 2)
         self.bn = nn.BatchNorm2d(hidden_dim)
         self.fc2 = nn.Conv2d(hidden_dim, out_dim, 1)
 
@@ -77,7 +71,7 @@ class DownsampleShortcut(nn.Sequential):
 
     def __init__(self, dim: int, out_dim: int, kernel_size: int = 5) -> None:
         super().__init__(
-            nn.Conv2d(dim, dim, kernel_size, stride=2, padding=kernel_size // 2, groups=dim),
+            DepthwiseConv2d(dim, kernel_size, stride=2, padding=kernel_size // 2),
             nn.BatchNorm2d(dim),
             nn.Conv2d(dim, out_dim, 1),
         )

@@ -32,6 +32,7 @@ from ..layers import (
     PartitionAttention,
     SpatialReductionAttention,
 )
+from ..layers.dwconv import DepthwiseConv2d
 from ..layers.fuse import add_identity
 
 __all__ = [
@@ -129,7 +130,7 @@ class FATBlock(nn.Module):
         stride = 1 if out_dim is None else 2
         out_dim = dim if out_dim is None else out_dim
         self.use_cpe = cpe
-        self.cpe = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim) if cpe else nn.Identity()
+        self.cpe = DepthwiseConv2d(dim, kernel_size, padding=kernel_size // 2) if cpe else nn.Identity()
         self.norm1 = GroupNorm1(dim)
         self.attn = attn if attn is not None else FASA(dim, num_heads, kernel_size, window_size)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()

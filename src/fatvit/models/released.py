@@ -12,6 +12,7 @@ implementation beside the authors' on identical weights without their code:
 * the local branch's gate computed as in the released code, including the
   ``sigmoid`` of the local branch that it computes and never uses;
 * BatchNorm as a separate op after each conv; ``x + CPE(x)`` as an add;
+* PyTorch's own depthwise-conv backward (``nn.Conv2d``);
 * the head as adaptive average pooling of the normed map, then the linear.
 
 Its outputs equal the model's (a test checks); only the time differs.
@@ -19,6 +20,7 @@ Its outputs equal the model's (a test checks); only the time differs.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -26,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import FASA, RefinedDownsample
+from ..layers.dwconv import DepthwiseConv2d
 from .fat import FAT, FATBlock
 
 __all__ = ["ReleasedFAT"]
@@ -57,14 +60,16 @@ def _released_block(block: FATBlock, x: torch.Tensor) -> torch.Tensor:
 
 
 class ReleasedFAT(nn.Module):
-    """A FAT model (reference interaction, FASA with refined downsampling, CPE) run as the released code runs it.
+    """A copy of a FAT model (reference interaction, FASA with refined downsampling, CPE) run as the released code.
 
-    Shares ``model``'s modules, so it trains and evaluates with the same
-    weights; the state dict is ``model``'s under ``model.``.
+    The copy's depthwise convolutions are plain ``nn.Conv2d`` (fatvit's
+    :class:`~fatvit.layers.dwconv.DepthwiseConv2d` has a faster backward);
+    its state dict is the model's under ``model.``.
     """
 
     def __init__(self, model: FAT) -> None:
         super().__init__()
+        model = copy.deepcopy(model)
         blocks = [block for stage in model.layers for block in stage.blocks]
         if (
             model.interaction != "reference"
@@ -76,6 +81,14 @@ class ReleasedFAT(nn.Module):
                 "the released code has only FASA with the reference interaction, refined downsampling, "
                 "CPE and average pooling"
             )
+        # the released code's depthwise convs are plain nn.Conv2d (PyTorch's own backward)
+        for module in list(model.modules()):
+            for name, child in list(module.named_children()):
+                if isinstance(child, DepthwiseConv2d):
+                    plain = nn.Conv2d(child.in_channels, child.out_channels, child.kernel_size, child.stride,
+                                      child.padding, child.dilation, child.groups, child.bias is not None)  # fmt: skip
+                    plain.weight, plain.bias = child.weight, child.bias
+                    setattr(module, name, plain)
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

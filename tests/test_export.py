@@ -1,0 +1,102 @@
+"""ONNX export: the file passes onnx.checker and ONNX Runtime reproduces PyTorch on several input shapes."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+import torch
+
+from conftest import TINY_ARGS, cli_error, set_args
+from fatvit import FAT
+from fatvit.cli import main
+from fatvit.export import check_onnx, export_onnx, onnx_session, read_onnx_metadata
+from test_deploy import randomize_batchnorm
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    model = randomize_batchnorm(FAT(**TINY_ARGS, interaction="reference")).eval()
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    export_onnx(model, path, img_size=64, metadata={"classes": ["a", "b"], "mean": [0.5, 0.5, 0.5]})
+    return model, path
+
+
+def test_dynamic_batch_and_size_match_pytorch(exported):
+    model, path = exported
+    onnx.checker.check_model(str(path), full_check=True)
+    shapes = [(1, 64, 64), (2, 97, 131), (3, 33, 32), (1, 224, 224)]
+    records = check_onnx(path, model, shapes)
+    assert [r["shape"] for r in records] == [[b, 3, h, w] for b, h, w in shapes]
+    assert all(r["max_abs_diff"] <= TOL for r in records), records
+    # and the check itself can fail: a model with other weights is far off
+    other = FAT(**TINY_ARGS, interaction="reference").eval()
+    assert max(r["max_abs_diff"] for r in check_onnx(path, other, shapes[:1])) > 1e-2
+
+
+def test_metadata_round_trip(exported):
+    _, path = exported
+    assert read_onnx_metadata(path) == {"classes": ["a", "b"], "mean": [0.5, 0.5, 0.5]}
+
+
+def test_static_export_fixes_the_shape(tmp_path):
+    model = FAT(**TINY_ARGS).eval()
+    path = export_onnx(model, tmp_path / "static.onnx", img_size=48, dynamic=False, batch=2)
+    session = onnx_session(path)
+    assert session.get_inputs()[0].shape == [2, 3, 48, 48]
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        assert abs(session.run(None, {"image": x.numpy()})[0] - model(x).numpy()).max() <= TOL
+
+
+def test_cli_exports_a_trained_checkpoint_with_its_record(digits_run, tmp_path, capsys):
+    run_dir, summary = digits_run
+    out = tmp_path / "digits.onnx"
+    assert main(["export", "--checkpoint", str(run_dir / "best.pth"), "--output", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["dynamic"] and len(report["checks"]) >= 3
+    assert all(c["max_abs_diff"] <= TOL for c in report["checks"])
+    meta = read_onnx_metadata(out)
+    assert meta["classes"] == [str(d) for d in range(10)]
+    assert meta["input_size"] == [3, 32, 32] and meta["num_classes"] == 10
+    assert len(meta["mean"]) == 3 and meta["model"] == "fat_b0"
+    # an existing file is kept unless --overwrite
+    line = cli_error(capsys, ["export", "--checkpoint", str(run_dir / "best.pth"), "--output", str(out)])
+    assert "exists" in line and "--overwrite" in line
+
+
+def test_cli_without_checkpoint_says_the_weights_are_random(tmp_path, capsys):
+    out = tmp_path / "b0.onnx"
+    args = [
+        "export",
+        "--output",
+        str(out),
+        "--static",
+        "--img-size",
+        "64",
+        *set_args(["model_kwargs.depths=[1, 1, 1, 1]"]),
+    ]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "random" in captured.err and "static" in captured.out
+    assert onnx_session(out).get_inputs()[0].shape == [1, 3, 64, 64]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--output", "{tmp}/x.onnx", "--set", "batch_size=3"], "does not apply to export"),
+        (["--output", "{tmp}/x.onnx", "--model", "resnet18"], "not a FAT model"),
+        (["--output", "{tmp}/missing/x.onnx"], "does not exist"),
+        (["--output", "{tmp}"], "is a folder"),
+        (["--output", "{tmp}/x.onnx", "--checkpoint", "{tmp}/nope.pth"], "nope.pth"),
+        (["--output", "{tmp}/x.onnx", "--ema"], "--ema needs --checkpoint"),
+    ],
+)
+def test_cli_errors(tmp_path, capsys, argv, message):
+    line = cli_error(capsys, ["export", *(a.format(tmp=tmp_path) for a in argv)])
+    assert message in line
+    assert not (tmp_path / "x.onnx").exists()

@@ -1,0 +1,85 @@
+"""The faster training paths keep the math: fatvit's depthwise-conv weight gradient, and the released code's order."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from conftest import TINY_ARGS
+from fatvit import FAT
+from fatvit.layers.dwconv import DepthwiseConv2d
+from fatvit.models.released import ReleasedFAT
+
+
+@pytest.mark.parametrize("kernel, stride, size", [(5, 1, 14), (7, 1, 9), (3, 1, 16), (5, 2, 13), (5, 2, 12), (2, 2, 7)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_depthwise_gradients_equal_conv2d(kernel, stride, size, channels_last):
+    torch.manual_seed(0)
+    padding = kernel // 2 if kernel % 2 else 0
+    fast = DepthwiseConv2d(6, kernel, stride=stride, padding=padding)
+    plain = nn.Conv2d(6, 6, kernel, stride=stride, padding=padding, groups=6)
+    plain.load_state_dict(fast.state_dict())
+    x = torch.randn(3, 6, size, size + 1)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = fast(xa), plain(xb)
+    grad = torch.randn_like(ya)
+    ya.backward(grad)
+    yb.backward(grad)
+    assert torch.equal(ya, yb)
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast.weight.grad, plain.weight.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fast.bias.grad, plain.bias.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_depthwise_state_dict_is_conv2d_and_frozen_weights_need_no_weight_grad():
+    fast = DepthwiseConv2d(4, 3, padding=1)
+    assert isinstance(fast, nn.Conv2d) and set(fast.state_dict()) == {"weight", "bias"}
+    assert fast.weight.shape == (4, 1, 3, 3)
+    fast.requires_grad_(False)
+    x = torch.randn(1, 4, 5, 5, requires_grad=True)
+    fast(x).sum().backward()
+    assert x.grad is not None and fast.weight.grad is None
+
+
+def _randomize(model: nn.Module) -> nn.Module:
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return model
+
+
+@pytest.mark.parametrize("size", [(64, 64), (45, 71)])
+def test_released_order_gives_the_same_outputs_in_eval(size):
+    model = _randomize(FAT(**TINY_ARGS, interaction="reference")).eval()
+    released = ReleasedFAT(model).eval()
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        assert (released(x) - model(x)).abs().max() <= 1e-5
+
+
+def test_a_training_step_of_fatvit_equals_the_released_code():
+    """Same weights, same batch: the loss and every parameter's gradient agree (train-mode BatchNorm, channels-last)."""
+    model = FAT(**TINY_ARGS, interaction="reference").train()
+    released = ReleasedFAT(model).train()
+    fast = model.to(memory_format=torch.channels_last)
+    x, y = torch.randn(4, 3, 48, 40), torch.randint(0, 10, (4,))
+    loss_fast = F.cross_entropy(fast(x.contiguous(memory_format=torch.channels_last)), y)
+    loss_released = F.cross_entropy(released(x), y)
+    torch.testing.assert_close(loss_fast, loss_released, rtol=1e-5, atol=1e-5)
+    loss_fast.backward()
+    loss_released.backward()
+    grads = dict(released.model.named_parameters())
+    for name, p in fast.named_parameters():
+        torch.testing.assert_close(p.grad, grads[name].grad, rtol=1e-3, atol=1e-5, msg=name)
+
+
+def test_released_takes_only_what_the_released_code_has():
+    for kwargs in [dict(interaction="bidirectional"), dict(interaction="reference", kv_downsample="pool"),
+                   dict(interaction="reference", cpe=False), dict(attention="swin")]:  # fmt: skip
+        with pytest.raises(ValueError, match="released code"):
+            ReleasedFAT(FAT(**TINY_ARGS, **kwargs))
