@@ -1,12 +1,19 @@
-"""The benchmark scripts run end to end and report ratios to their baseline (no timing is asserted)."""
+"""fatvit benchmark and the training benchmark run end to end and report ratios measured side by side.
+
+No timing is asserted: only that the records are complete and consistent.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import pytest
+from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, cli_error
+from fatvit.benchmark import PEER_TOP1, run_benchmark, time_interleaved
+from fatvit.cli import main
 
 
 def _load(name: str):
@@ -16,24 +23,93 @@ def _load(name: str):
     return module
 
 
-def test_latency_benchmark_reports_ratios(capsys):
-    rows = _load("latency").main(
-        ["--models", "fat_b0", "edgenext_x_small", "--rounds", "1", "--warmup", "0", "--batch-sizes", "1"]
-    )
-    assert [r["model"] for r in rows] == ["fat_b0", "edgenext_x_small"]
-    assert rows[0]["input"] == 224 and rows[1]["input"] == 256  # peers run at their own resolution
-    # the peer's ratio is its time over the baseline's, as printed
-    assert rows[1]["ratio_to_baseline"] == pytest.approx(rows[1]["median_ms"] / rows[0]["median_ms"], rel=0.02)
+@pytest.fixture(scope="module")
+def records():
+    models = ["fat_b0", "authors:fat_b0", "edgenext_x_small"]
+    return run_benchmark(models, modes=["eager", "deployed", "onnxruntime"], batch_sizes=[1, 2], rounds=2,
+                         warmup=0, img_size=64)  # fmt: skip
+
+
+def test_every_model_mode_and_batch_has_a_record(records):
+    keys = {(r["model"], r["mode"], r["batch"]) for r in records}
+    for mode in ["eager", "deployed", "onnxruntime"]:
+        for batch in [1, 2]:
+            assert {("fat_b0", mode, batch), ("edgenext_x_small", mode, batch)} <= keys
+            # the authors' code runs in eager mode only
+            assert (("authors:fat_b0", mode, batch) in keys) == (mode == "eager")
+    assert len(records) == len(keys) == 2 * 3 * 2 + 2
+
+
+def test_ratios_are_to_the_baseline_in_the_same_mode_and_batch(records):
+    for r in records:
+        base = next(
+            b for b in records if b["model"] == "fat_b0" and b["mode"] == r["mode"] and b["batch"] == r["batch"]
+        )
+        assert r["ratio"] == pytest.approx(r["median_ms"] / base["median_ms"], rel=1e-2, abs=2e-3)
+        assert r["p25_ms"] <= r["median_ms"] <= r["p75_ms"]
+        assert r["images_per_s"] == pytest.approx(1000 * r["batch"] / r["median_ms"], rel=1e-2)
+        assert r["input"] == "64x64"
+    fat = next(r for r in records if r["model"] == "fat_b0")
+    peer = next(r for r in records if r["model"] == "edgenext_x_small")
+    assert fat["top1"] == 77.6 and peer["top1"] == PEER_TOP1["edgenext_x_small"]
+    assert fat["params_m"] == pytest.approx(4.49, abs=0.01)
+
+
+def test_interleaving_runs_every_model_once_per_round():
+    calls = []
+    times = time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=3, warmup=1)
+    assert [len(v) for v in times.values()] == [3, 3]
+    assert all(sorted(calls[i : i + 2]) == ["a", "b"] for i in range(0, 8, 2))
+
+
+def test_cli_json_and_plot(tmp_path, capsys):
+    plot = tmp_path / "latency.png"
+    argv = ["benchmark", "--models", "fat_b0", "mobilevit_xs", "--modes", "eager", "deployed", "--batch-sizes", "1",
+            "--rounds", "2", "--warmup", "0", "--img-size", "64", "--baseline", "mobilevit_xs", "--json",
+            "--plot", str(plot)]  # fmt: skip
+    assert main(argv) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {"model", "mode", "batch", "median_ms"} <= set(rows[0])
+    assert [r["ratio"] for r in rows if r["model"] == "mobilevit_xs"] == [1.0, 1.0]
+    with Image.open(plot) as img:
+        img.verify()
+    line = cli_error(capsys, argv)
+    assert "exists" in line and "--overwrite" in line
+
+
+def test_cli_table(capsys):
+    argv = ["benchmark", "--models", "fat_b0", "efficientnet_b1", "--modes", "eager", "--batch-sizes", "1",
+            "--rounds", "1", "--warmup", "0", "--img-size", "64", "--native-size"]  # fmt: skip
+    assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "x fat_b0" in out and f"{rows[1]['ratio_to_baseline']:.2f}" in out
+    assert "eager, batch 1" in out and "x fat_b0" in out
+    assert "240x240" in out  # --native-size: the peer at its pretrained resolution, FAT at --img-size
+    assert "64x64" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--models", "no_such_model"], "unknown model"),
+        (["--models", "authors:resnet18"], "FAT size"),
+        (["--models", "fat_b0", "--baseline", "fat_b1"], "baseline"),
+        (["--modes", "turbo"], "invalid choice"),
+        (["--plot", "{tmp}"], "is a folder"),
+        (["--plot", "{tmp}/missing/p.png"], "does not exist"),
+        (["--warmup", "-1"], "--warmup"),
+    ],
+)
+def test_cli_errors(tmp_path, capsys, argv, message):
+    line = cli_error(capsys, ["benchmark", "--rounds", "1", *(a.format(tmp=tmp_path) for a in argv)])
+    assert message in line
 
 
 def test_train_throughput_benchmark_reports_ratios(capsys):
     rows = _load("train_throughput").main(
         [
             "--models",
+            "authors:fat_b0",
             "fat_b0",
-            "efficientnet_b1",
             "--rounds",
             "1",
             "--warmup",
@@ -44,8 +120,7 @@ def test_train_throughput_benchmark_reports_ratios(capsys):
             "64",
         ]  # fmt: skip
     )
-    assert [r["model"] for r in rows] == ["fat_b0", "efficientnet_b1"]
-    ratio = rows[1]["images_per_s"] / rows[0]["images_per_s"]
-    assert rows[1]["throughput_ratio"] == pytest.approx(ratio, rel=0.05)
+    assert [r["model"] for r in rows] == ["authors:fat_b0", "fat_b0"]
+    assert rows[1]["step_ratio"] == pytest.approx(rows[1]["step_s"] / rows[0]["step_s"], rel=0.05)
     out = capsys.readouterr().out
-    assert "throughput x fat_b0" in out and f"{rows[1]['throughput_ratio']:.2f}" in out
+    assert "step x authors:fat_b0" in out and f"{rows[1]['step_ratio']:.2f}" in out
