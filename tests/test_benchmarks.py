@@ -34,10 +34,8 @@ def test_every_model_mode_and_batch_has_a_record(records):
     keys = {(r["model"], r["mode"], r["batch"]) for r in records}
     for mode in ["eager", "deployed", "onnxruntime"]:
         for batch in [1, 2]:
-            assert {("fat_b0", mode, batch), ("edgenext_x_small", mode, batch)} <= keys
-            # the authors' code runs in eager mode only
-            assert (("authors:fat_b0", mode, batch) in keys) == (mode == "eager")
-    assert len(records) == len(keys) == 2 * 3 * 2 + 2
+            assert {("fat_b0", mode, batch), ("authors:fat_b0", mode, batch), ("edgenext_x_small", mode, batch)} <= keys
+    assert len(records) == len(keys) == 3 * 3 * 2
 
 
 def test_ratios_are_to_the_baseline_in_the_same_mode_and_batch(records):
@@ -124,3 +122,20 @@ def test_train_throughput_benchmark_reports_ratios(capsys):
     assert rows[1]["step_ratio"] == pytest.approx(rows[1]["step_s"] / rows[0]["step_s"], rel=0.05)
     out = capsys.readouterr().out
     assert "step x authors:fat_b0" in out and f"{rows[1]['step_ratio']:.2f}" in out
+
+
+def test_inference_profile_reports_both_forms(capsys):
+    report = _load("profile_inference").main(["--img-size", "64", "--iters", "1", "--top", "1000", "--json"])
+    assert set(report["forms"]) == {"released", "deployed"}
+    for form in report["forms"].values():
+        assert form["ops_ms"] and form["median_ms"] > 0
+        assert (
+            0
+            < form["fraction_of_peak"]
+            == pytest.approx(form["gmacs_per_s"] / report["matmul_peak_gmacs_per_s"], rel=0.02)
+        )
+    # the released order runs batch norms and explicit softmax attention; the deployed form neither
+    released, deployed = report["forms"]["released"]["ops_ms"], report["forms"]["deployed"]["ops_ms"]
+    assert "aten::batch_norm" in released and "aten::softmax" in released
+    assert not any("batch_norm" in op or op == "aten::softmax" for op in deployed)
+    assert json.loads(capsys.readouterr().out) == report

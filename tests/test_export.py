@@ -100,3 +100,29 @@ def test_cli_errors(tmp_path, capsys, argv, message):
     line = cli_error(capsys, ["export", *(a.format(tmp=tmp_path) for a in argv)])
     assert message in line
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_readme_speed_examples_run(digits_run, tmp_path, capsys, monkeypatch):
+    """The README's speed section: the Python example, both export commands and the benchmark command."""
+    import shlex
+
+    from conftest import REPO
+
+    section = (REPO / "README.md").read_text().split("## Speed: deployment, ONNX and benchmarks", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    python = section.split("```python", 1)[1].split("```", 1)[0]
+    exec(compile(python, "README.md", "exec"), {})
+    commands = [line.split("#")[0] for line in section.splitlines() if line.startswith("fatvit ")]
+    assert [c.split()[1] for c in commands] == ["export", "export", "benchmark"]
+    out, _ = digits_run
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "digits64").symlink_to(out)  # the README's run is the fixture's
+    for command in commands:
+        argv = shlex.split(command)[1:]
+        if argv[0] == "benchmark":
+            argv += ["--rounds", "1", "--warmup", "0", "--img-size", "64"]  # timing is not what is checked here
+        assert main(argv) == 0, command
+    assert (tmp_path / "fat_b0.onnx").is_file() and (tmp_path / "digits.onnx").is_file()
+    assert (tmp_path / "latency.png").is_file()
+    capsys.readouterr()

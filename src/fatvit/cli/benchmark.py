@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
             "built), deployed (fatvit.deploy for FAT; timm's reparameterize_model and channels-last for peers), "
             "compiled (torch.compile of the deployed form, frozen weights), onnxruntime (ONNX export of the "
             f"deployed form, ONNX Runtime CPU). {AUTHORS_PREFIX}fat_b0 runs FAT-B0 as the authors' released code "
-            "does (eager mode only). Weights are random: only speed is measured."
+            "does (in deployed mode too: it has no inference form). Weights are random: only speed is measured."
         ),
     )
     p.add_argument(
