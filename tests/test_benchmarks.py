@@ -45,7 +45,7 @@ def test_ratios_are_to_the_baseline_in_the_same_mode_and_batch(records):
         )
         assert r["ratio"] == pytest.approx(r["median_ms"] / base["median_ms"], rel=1e-2, abs=2e-3)
         assert r["p25_ms"] <= r["median_ms"] <= r["p75_ms"]
-        assert r["images_per_s"] == pytest.approx(1000 * r["batch"] / r["median_ms"], rel=1e-2)
+        assert r["images_per_s"] == pytest.approx(1000 * r["batch"] / r["median_ms"], rel=1e-2, abs=0.051)  # 1 decimal
         assert r["input"] == "64x64"
     fat = next(r for r in records if r["model"] == "fat_b0")
     peer = next(r for r in records if r["model"] == "edgenext_x_small")

@@ -9,8 +9,10 @@ from torch import nn
 
 from conftest import TINY_ARGS
 from fatvit import FAT
-from fatvit.layers.dwconv import DepthwiseConv2d
+from fatvit.layers.dwconv import SMALL_MAP, DepthwiseConv2d
 from fatvit.models.released import ReleasedFAT
+
+SIDE = int(SMALL_MAP**0.5)  # the largest square map on the custom path
 
 
 @pytest.mark.parametrize("kernel, stride, size", [(5, 1, 14), (7, 1, 9), (3, 1, 16), (5, 2, 13), (5, 2, 12), (2, 2, 7)])
@@ -33,6 +35,16 @@ def test_depthwise_gradients_equal_conv2d(kernel, stride, size, channels_last):
     torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fast.weight.grad, plain.weight.grad, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(fast.bias.grad, plain.bias.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_only_small_maps_take_the_custom_weight_gradient():
+    conv = DepthwiseConv2d(4, 5, padding=2)
+    small = conv(torch.randn(2, 4, SIDE, SIDE))
+    large = conv(torch.randn(2, 4, SIDE + 1, SIDE + 1))
+    assert "DepthwiseConv" in type(small.grad_fn).__name__
+    assert "Convolution" in type(large.grad_fn).__name__ and "Depthwise" not in type(large.grad_fn).__name__
+    with torch.no_grad():
+        assert conv(torch.randn(1, 4, 8, 8)).grad_fn is None
 
 
 def test_depthwise_state_dict_is_conv2d_and_frozen_weights_need_no_weight_grad():

@@ -1,17 +1,20 @@
-"""A depthwise convolution whose weight gradient takes the fast path on CPUs.
+"""A depthwise convolution whose weight gradient takes a faster path on small CPU maps.
 
-oneDNN's depthwise weight-gradient kernel is several times slower than its
-forward kernels on a CPU (about 4x for FAT's 5x5 and 7x7 convs at batch 32).
-The weight gradient is itself a depthwise correlation, of each input channel
-with its output gradient, summed over the batch::
+oneDNN's depthwise weight-gradient kernel is slow on small maps (FAT's stages
+3 and 4: 14x14 and 7x7 at 224): its backward takes 2 to 5 times as long as
+the path below there, at batch 32 on 2 cores, while on 28x28 and 56x56 maps
+the two are close or oneDNN wins. The weight gradient is itself a depthwise
+correlation, of each input channel with its output gradient, summed over the
+batch::
 
     dW[c, i, j] = sum_{b, y, x} gO[b, c, y, x] * X_pad[b, c, s*y + d*i, s*x + d*j]
 
-so :class:`DepthwiseConv2d` computes it as one forward depthwise convolution
-of the ``B*C`` input maps with the ``B*C`` output-gradient maps as kernels
-(dilated by the stride), then a sum over the batch. The math is that of
-``nn.Conv2d``; only the order of the additions differs (float32 rounding).
-The input gradient and the forward pass are PyTorch's own.
+so on maps of at most :data:`SMALL_MAP` pixels :class:`DepthwiseConv2d`
+computes it as one forward depthwise convolution of the ``B*C`` input maps
+with the ``B*C`` output-gradient maps as kernels (dilated by the stride),
+then a sum over the batch; larger maps use PyTorch's own backward. The math
+is that of ``nn.Conv2d``; only the order of the additions differs (float32
+rounding). The input gradient and the forward pass are PyTorch's own.
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
-__all__ = ["DepthwiseConv2d", "depthwise_weight_grad"]
+__all__ = ["DepthwiseConv2d", "depthwise_weight_grad", "SMALL_MAP"]
+
+#: Input maps of at most this many pixels take the weight-gradient path above.
+SMALL_MAP = 16 * 16
 
 
 def depthwise_weight_grad(
@@ -67,7 +73,8 @@ class DepthwiseConv2d(nn.Conv2d):
     """``nn.Conv2d(dim, dim, k, groups=dim)`` (same parameters and state-dict keys) with the fast weight gradient.
 
     The custom backward is used when a gradient is being recorded for the
-    weight; inference, TorchScript and FX tracing see a plain convolution.
+    weight and the map is small (:data:`SMALL_MAP`); inference, TorchScript
+    and FX tracing see a plain convolution.
     """
 
     def __init__(self, dim: int, kernel_size: int, stride: int = 1, padding: int = 0, bias: bool = True) -> None:
@@ -76,6 +83,11 @@ class DepthwiseConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # TorchScript skips this branch (it cannot compile autograd Functions); under FX the weight is a proxy
         if not torch.jit.is_scripting():  # noqa: SIM102
-            if not is_fx_symbolic_tracing() and torch.is_grad_enabled() and self.weight.requires_grad:
+            if (
+                not is_fx_symbolic_tracing()
+                and torch.is_grad_enabled()
+                and self.weight.requires_grad
+                and x.shape[-2] * x.shape[-1] <= SMALL_MAP
+            ):
                 return _DepthwiseConv.apply(x, self.weight, self.bias, self)
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
