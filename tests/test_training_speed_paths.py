@@ -45,6 +45,11 @@ def test_only_small_maps_take_the_custom_weight_gradient():
     assert "Convolution" in type(large.grad_fn).__name__ and "Depthwise" not in type(large.grad_fn).__name__
     with torch.no_grad():
         assert conv(torch.randn(1, 4, 8, 8)).grad_fn is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed precision: PyTorch's own backward
+        mixed = conv(torch.randn(2, 4, 8, 8))
+    assert "Depthwise" not in type(mixed.grad_fn).__name__
+    mixed.float().sum().backward()
+    assert conv.weight.grad is not None
 
 
 def test_depthwise_state_dict_is_conv2d_and_frozen_weights_need_no_weight_grad():

@@ -73,8 +73,9 @@ class DepthwiseConv2d(nn.Conv2d):
     """``nn.Conv2d(dim, dim, k, groups=dim)`` (same parameters and state-dict keys) with the fast weight gradient.
 
     The custom backward is used when a gradient is being recorded for the
-    weight and the map is small (:data:`SMALL_MAP`); inference, TorchScript
-    and FX tracing see a plain convolution.
+    weight of a small map (:data:`SMALL_MAP`) on the CPU, without autocast;
+    otherwise (GPUs, mixed precision, inference, TorchScript, FX tracing) it
+    is a plain convolution.
     """
 
     def __init__(self, dim: int, kernel_size: int, stride: int = 1, padding: int = 0, bias: bool = True) -> None:
@@ -87,6 +88,8 @@ class DepthwiseConv2d(nn.Conv2d):
                 not is_fx_symbolic_tracing()
                 and torch.is_grad_enabled()
                 and self.weight.requires_grad
+                and x.is_cpu
+                and not torch.is_autocast_enabled("cpu")
                 and x.shape[-2] * x.shape[-1] <= SMALL_MAP
             ):
                 return _DepthwiseConv.apply(x, self.weight, self.bias, self)
