@@ -13,7 +13,7 @@ from ..errors import FatvitError
 from ..export import CHECK_SHAPES, DEFAULT_OPSET, check_onnx, export_onnx
 from ..files import check_output_dir
 from ..inference import inference_config, load_classifier
-from ..models import create_model
+from ..models import FAT, create_model
 from .format import add_set_option, positive_int, render_table
 
 #: Config keys that apply to an export: the model and its preprocessing (recorded in the file's metadata).
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         cfg, given = inference_config({}, typed, args.overrides, EXPORT_KEYS, "export")
         model, classes = create_model(cfg.model, **cfg.model_kwargs).eval(), None
         print("fatvit: no --checkpoint: the exported weights are random", file=sys.stderr)
-    if not hasattr(model, "layers") or not hasattr(model, "patch_embed"):
+    if not isinstance(model, FAT):
         raise FatvitError(f"{cfg.model} is not a FAT model; fatvit export takes FAT models")
     data = resolve_data_config(
         {
