@@ -1,11 +1,11 @@
 """A depthwise convolution whose weight gradient takes a faster path on small CPU maps.
 
 oneDNN's depthwise weight-gradient kernel is slow on small maps (FAT's stages
-3 and 4: 14x14 and 7x7 at 224): its backward takes 2 to 5 times as long as
+3 and 4: 14x14 and 7x7 at 224): its backward took 2 to 5 times as long as
 the path below there, at batch 32 on 2 cores, while on 28x28 and 56x56 maps
-the two are close or oneDNN wins. The weight gradient is itself a depthwise
-correlation, of each input channel with its output gradient, summed over the
-batch::
+the comparison was mixed (from 2x faster to 5x slower). The weight gradient
+is itself a depthwise correlation, of each input channel with its output
+gradient, summed over the batch::
 
     dW[c, i, j] = sum_{b, y, x} gO[b, c, y, x] * X_pad[b, c, s*y + d*i, s*x + d*j]
 
