@@ -135,30 +135,10 @@ def prepare_runner(candidate: Candidate, mode: str, batch: int, workdir: Path) -
     Compilation and ONNX export happen here, and one call is made (under
     ``torch.inference_mode``, as the timing), so that the returned runner is warm.
     """
+    if mode not in MODES:
+        raise FatvitError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
     x = torch.randn(batch, 3, *candidate.input_size, generator=torch.Generator().manual_seed(0))
-    if mode == "eager":
-        model = candidate.model
-
-        def run() -> Any:
-            return model(x)
-
-    elif mode == "deployed":
-        model = _inference_form(candidate)
-        if not candidate.is_authors:
-            x = x.contiguous(memory_format=torch.channels_last)
-
-        def run() -> Any:
-            return model(x)
-
-    elif mode == "compiled":
-        model = compile_inference(_inference_form(candidate))
-        if not candidate.is_authors:
-            x = x.contiguous(memory_format=torch.channels_last)
-
-        def run() -> Any:
-            return model(x)
-
-    elif mode == "onnxruntime":
+    if mode == "onnxruntime":
         from .export import export_onnx, onnx_session
 
         path = workdir / f"{candidate.name.replace(':', '_')}_{batch}.onnx"
@@ -171,7 +151,17 @@ def prepare_runner(candidate: Candidate, mode: str, batch: int, workdir: Path) -
             return session.run(None, feed)
 
     else:
-        raise FatvitError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
+        model = candidate.model
+        if mode != "eager":
+            model = _inference_form(candidate)
+            if mode == "compiled":
+                model = compile_inference(model)
+            if not candidate.is_authors:  # the released code is channels-first
+                x = x.contiguous(memory_format=torch.channels_last)
+
+        def run() -> Any:
+            return model(x)
+
     with torch.inference_mode():
         run()
     return run
