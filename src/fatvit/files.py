@@ -15,7 +15,7 @@ from typing import IO, Iterator
 
 from .errors import FatvitError
 
-__all__ = ["atomic_write", "check_output_dir", "prepare_output_dir"]
+__all__ = ["atomic_write", "check_output_dir", "check_output_file", "prepare_output_dir"]
 
 
 @contextlib.contextmanager
@@ -58,6 +58,24 @@ def check_output_dir(path: str | os.PathLike) -> Path:
     for parent in path.parents:
         if parent.exists() and not parent.is_dir():
             raise FatvitError(f"output {path} lies under {parent}, which is a file")
+    return path
+
+
+def check_output_file(path: str | os.PathLike, option: str, overwrite: bool) -> Path:
+    """``path`` as a file a verb will write (given as ``option``): an error now, before any work, if it cannot be.
+
+    Raises:
+        FatvitError: ``path`` is a folder, exists and ``overwrite`` is off, or its folder does not exist
+            (or lies under a file).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise FatvitError(f"{option} {path} is a folder, not a file")
+    if path.exists() and not overwrite:
+        raise FatvitError(f"{option} {path} exists; give --overwrite to replace it")
+    check_output_dir(path.parent)
+    if not path.parent.is_dir():
+        raise FatvitError(f"{option} {path}: the folder {path.parent} does not exist")
     return path
 
 

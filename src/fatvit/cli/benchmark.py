@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import torch
 
 from ..benchmark import AUTHORS_PREFIX, DEFAULT_MODELS, MODES, plot_latency, run_benchmark
 from ..errors import FatvitError
-from ..files import check_output_dir
+from ..files import check_output_file
 from .format import positive_int, render_table
 
 
@@ -54,15 +53,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    plot = Path(args.plot) if args.plot else None
-    if plot is not None:
-        if plot.is_dir():
-            raise FatvitError(f"--plot {plot} is a folder, not a file")
-        if plot.exists() and not args.overwrite:
-            raise FatvitError(f"--plot {plot} exists; give --overwrite to replace it")
-        check_output_dir(plot.parent)
-        if not plot.parent.is_dir():
-            raise FatvitError(f"--plot {plot}: the folder {plot.parent} does not exist")
+    plot = check_output_file(args.plot, "--plot", args.overwrite) if args.plot else None
     if args.warmup < 0:
         raise FatvitError(f"--warmup must be 0 or more, got {args.warmup}")
     if args.threads:

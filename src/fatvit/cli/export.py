@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from timm.data import resolve_data_config
 
 from ..errors import FatvitError
 from ..export import CHECK_SHAPES, DEFAULT_OPSET, check_onnx, export_onnx
-from ..files import check_output_dir
+from ..files import check_output_file
 from ..inference import inference_config, load_classifier
 from ..models import FAT, create_model
 from .format import add_set_option, positive_int, render_table
@@ -50,14 +49,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    output = Path(args.output)
-    if output.is_dir():
-        raise FatvitError(f"--output {output} is a folder, not a file")
-    if output.exists() and not args.overwrite:
-        raise FatvitError(f"--output {output} exists; give --overwrite to replace it")
-    check_output_dir(output.parent)
-    if not output.parent.is_dir():
-        raise FatvitError(f"--output {output}: the folder {output.parent} does not exist")
+    output = check_output_file(args.output, "--output", args.overwrite)
     typed = {k: getattr(args, k) for k in ("model", "img_size") if getattr(args, k) is not None}
     if args.checkpoint:
         classifier = load_classifier(args.checkpoint, typed, args.overrides, args.ema, None, EXPORT_KEYS, "export")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import FatvitError
-from ..files import check_output_dir
+from ..files import check_output_file
 from ..inference import INFERENCE_KEYS, load_classifier, read_class_names
 from ..predictions import predict
 from ..reporting import write_csv
@@ -56,15 +56,7 @@ def _csv_rows(records: list, k: int) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    csv_path = Path(args.csv) if args.csv else None
-    if csv_path is not None:
-        if csv_path.is_dir():
-            raise FatvitError(f"--csv {csv_path} is a folder, not a file")
-        if csv_path.exists() and not args.overwrite:
-            raise FatvitError(f"--csv {csv_path} exists; give --overwrite to replace it")
-        check_output_dir(csv_path.parent)
-        if not csv_path.parent.is_dir():
-            raise FatvitError(f"--csv {csv_path}: the folder {csv_path.parent} does not exist")
+    csv_path = check_output_file(args.csv, "--csv", args.overwrite) if args.csv else None
     classes = read_class_names(args.classes) if args.classes else None
     classifier = load_classifier(
         args.checkpoint, typed_values(args), args.overrides, args.ema, classes, PREDICT_KEYS, purpose="predict"
