@@ -95,6 +95,10 @@ def test_cli_table(capsys):
         (["--plot", "{tmp}"], "is a folder"),
         (["--plot", "{tmp}/missing/p.png"], "does not exist"),
         (["--warmup", "-1"], "--warmup"),
+        (
+            ["--models", "fat_b0", "edgenext_x_small", "--modes", "eager", "--batch-sizes", "1", "--img-size", "3"],
+            "edgenext_x_small fails in eager mode at batch 1, 3x3",
+        ),
     ],
 )
 def test_cli_errors(tmp_path, capsys, argv, message):

@@ -94,6 +94,7 @@ def test_cli_without_checkpoint_says_the_weights_are_random(tmp_path, capsys):
         (["--output", "{tmp}"], "is a folder"),
         (["--output", "{tmp}/x.onnx", "--checkpoint", "{tmp}/nope.pth"], "nope.pth"),
         (["--output", "{tmp}/x.onnx", "--ema"], "--ema needs --checkpoint"),
+        (["--output", "{tmp}/x.onnx", "--static", "--img-size", "32", "--opset", "3"], "cannot write opset 3"),
     ],
 )
 def test_cli_errors(tmp_path, capsys, argv, message):

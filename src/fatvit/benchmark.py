@@ -227,7 +227,16 @@ def run_benchmark(
                 for candidate in candidates:
                     if progress:
                         progress(f"{mode}, batch {batch}: preparing {candidate.name}")
-                    runners[candidate.name] = prepare_runner(candidate, mode, batch, Path(tmp))
+                    try:
+                        runners[candidate.name] = prepare_runner(candidate, mode, batch, Path(tmp))
+                    except FatvitError:
+                        raise
+                    except Exception as err:  # the model itself fails on this input, or its compilation
+                        size = "x".join(map(str, candidate.input_size))
+                        raise FatvitError(
+                            f"{candidate.name} fails in {mode} mode at batch {batch}, {size}: "
+                            f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
+                        ) from err
                 if progress:
                     progress(f"{mode}, batch {batch}: timing {len(runners)} models, {rounds} rounds")
                 times = time_interleaved(runners, rounds, warmup)

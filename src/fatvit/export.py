@@ -84,6 +84,10 @@ def export_onnx(
     except Exception as err:  # the exporter raises many kinds; the first line says what failed
         raise FatvitError(f"ONNX export failed: {str(err).strip().splitlines()[0]}") from err
     proto = program.model_proto
+    written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written != opset:  # the exporter moves an opset it cannot write to one it can, and only warns
+        raise FatvitError(f"the ONNX exporter cannot write opset {opset} (it would write {written}); "
+                          f"give an opset of at least {written}")  # fmt: skip
     for key, value in (metadata or {}).items():
         proto.metadata_props.add(key=str(key), value=json.dumps(value))
     with atomic_write(path) as f:
