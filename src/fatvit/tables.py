@@ -149,3 +149,38 @@ def measure_table(name: str, image_size: int = 224) -> List[Dict[str, Any]]:
             )
         )
     return rows
+
+
+#: Agreement required of the dense models' parameter counts with the paper's (M).
+DENSE_PARAMS_TOL_M = 0.5
+
+
+def measure_dense_table() -> List[Dict[str, Any]]:
+    """The paper's COCO detectors (and Semantic FPN) on FAT-B0..B3: our parameter counts beside the paper's.
+
+    The detectors are counted for COCO's 80 classes, Semantic FPN for
+    ADE20K's 150. ``within_bounds`` is None where the paper gives no count.
+    """
+    from .detection.models import DETECTORS, build_detector
+    from .segmentation.models import SEGMENTERS, build_segmenter
+
+    rows = []
+    for name, cfg in {**DETECTORS, **SEGMENTERS}.items():
+        if not cfg.backbone.startswith("fat_"):
+            continue
+        model = build_detector(name) if name in DETECTORS else build_segmenter(name)
+        params_m = sum(p.numel() for p in model.parameters()) / 1e6
+        paper = cfg.paper_params_m
+        rows.append(
+            dict(
+                model=name,
+                head=cfg.head,
+                backbone=cfg.backbone,
+                params_m=round(params_m, 3),
+                paper_params_m=paper,
+                params_diff_m=None if paper is None else round(params_m - paper, 3),
+                within_bounds=None if paper is None else abs(params_m - paper) <= DENSE_PARAMS_TOL_M,
+                paper_metrics=dict(cfg.paper_metrics),
+            )
+        )
+    return rows

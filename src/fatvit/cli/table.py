@@ -5,31 +5,36 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..tables import GFLOPS_TOL, PARAMS_TOL_M, TABLES, measure_table
+from ..tables import DENSE_PARAMS_TOL_M, GFLOPS_TOL, PARAMS_TOL_M, TABLES, measure_dense_table, measure_table
 from .format import render_table
 
 TITLES = {
     "ablation": "Main components analysis (FAT-B0)",
     "attention": "Different self-attention mechanisms comparison (FAT-B0 body)",
+    "dense": "Dense prediction: RetinaNet 1x and Mask R-CNN 1x on COCO (80 classes), Semantic FPN on ADE20K (150)",
 }
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(
         name,
-        help="the paper's ablation and attention tables with our measurements",
+        help="the paper's ablation, attention and dense-prediction tables with our measurements",
         description=(
             "Reprint a table of the paper with the parameters and FLOPs of our implementation of every row, "
             "measured at 224x224. FLOPs are compared as conv+linear multiply-accumulates (the paper's "
-            "convention for FAT); the full count (attention matmuls and norms) is shown beside it."
+            "convention for FAT); the full count (attention matmuls and norms) is shown beside it. "
+            "'dense' compares the parameters of the detectors and segmenters on FAT-B0..B3 with the paper's, "
+            "beside its COCO figures."
         ),
     )
-    p.add_argument("table", choices=sorted(TABLES), help="which table")
+    p.add_argument("table", choices=sorted([*TABLES, "dense"]), help="which table")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.table == "dense":
+        return _run_dense(args)
     rows = measure_table(args.table)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -53,4 +58,23 @@ def run(args: argparse.Namespace) -> int:
     if notes:
         print("notes:")
         print("\n".join(notes))
+    return 0
+
+
+def _run_dense(args: argparse.Namespace) -> int:
+    rows = measure_dense_table()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    headers = ["model", "paper params", "ours", "diff", "within bounds", "paper COCO/ADE20K figures (%)"]
+    body = []
+    for r in rows:
+        paper = r["paper_params_m"]
+        verdict = "-" if r["within_bounds"] is None else ("yes" if r["within_bounds"] else "NO")
+        figures = "  ".join(f"{k} {v:.1f}" for k, v in r["paper_metrics"].items()) or "-"
+        diff = "-" if paper is None else f"{r['params_diff_m']:+.2f}"
+        body.append([r["model"], "-" if paper is None else paper, f"{r['params_m']:.2f}", diff, verdict, figures])
+    print(TITLES["dense"])
+    print(render_table(headers, body))
+    print(f"bounds: {DENSE_PARAMS_TOL_M}M parameters from the paper's figure (parameters in millions)")
     return 0

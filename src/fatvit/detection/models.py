@@ -1,0 +1,110 @@
+"""The paper's COCO detectors on FAT backbones, built from torchvision's RetinaNet and Mask R-CNN.
+
+- RetinaNet: the backbone's C3-C5, FPN at 256 channels, P6/P7 from C5
+  (mmdet's ``add_extra_convs='on_input'``), torchvision's head and anchors
+  (3 scales x 3 ratios per level, sizes 32 to 512).
+- Mask R-CNN: C2-C5, FPN at 256 channels with P6 by max pooling, torchvision's
+  RPN, box and mask heads; ``num_classes`` objects plus the background.
+
+``num_classes`` counts object classes (80 for COCO). A detector predicts
+labels ``class index + label_offset``: RetinaNet scores classes 0..K-1,
+Mask R-CNN reserves 0 for the background.
+
+The configurations (:data:`DETECTORS`) are data: one per head and backbone,
+with the paper's parameter counts and COCO val2017 figures.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+from torch import nn
+from torchvision.models.detection import MaskRCNN, RetinaNet
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from ..errors import FatvitError, unknown_choice
+from ..models.backbone import FPNFeatures, LastLevelP6P7FromC5, StageFeatures, load_backbone_weights
+from ..models.dense import DenseConfig
+
+__all__ = ["DETECTORS", "build_detector", "detector_names"]
+
+_RETINANET_PAPER = {  # params (M); AP, AP50, AP75, APs, APm, APl
+    "fat_b0": (14, (40.4, 61.6, 42.7, 24.0, 44.3, 53.1)),
+    "fat_b1": (17, (42.5, 64.0, 45.1, 26.9, 46.0, 56.7)),
+    "fat_b2": (23, (44.0, 65.2, 47.2, 27.5, 47.7, 58.8)),
+    "fat_b3": (39, (45.9, 66.9, 49.5, 29.3, 50.1, 60.9)),
+}
+_MASK_RCNN_PAPER = {  # params (M); box AP, AP50, AP75, mask AP, AP50, AP75
+    "fat_b0": (24, (40.8, 63.3, 44.2, 37.7, 60.2, 40.0)),
+    "fat_b1": (28, (43.3, 65.6, 47.4, 39.6, 61.9, 42.8)),
+    "fat_b2": (33, (45.2, 67.9, 49.0, 41.3, 64.6, 44.0)),
+    "fat_b3": (49, (47.6, 69.7, 52.3, 43.1, 66.4, 46.2)),
+}
+_BOX_KEYS = ("bbox_AP", "bbox_AP50", "bbox_AP75", "bbox_APs", "bbox_APm", "bbox_APl")
+_MASK_KEYS = ("bbox_AP", "bbox_AP50", "bbox_AP75", "segm_AP", "segm_AP50", "segm_AP75")
+
+#: Every detector by name: the paper's (FAT-B0..B3) and the same heads on timm's resnet18, for comparison.
+DETECTORS: Dict[str, DenseConfig] = {
+    **{
+        f"retinanet_{b}": DenseConfig("retinanet", b, p, dict(zip(_BOX_KEYS, m)))
+        for b, (p, m) in _RETINANET_PAPER.items()
+    },
+    **{
+        f"mask_rcnn_{b}": DenseConfig("mask_rcnn", b, p, dict(zip(_MASK_KEYS, m)))
+        for b, (p, m) in _MASK_RCNN_PAPER.items()
+    },
+    "retinanet_resnet18": DenseConfig("retinanet", "resnet18"),
+    "mask_rcnn_resnet18": DenseConfig("mask_rcnn", "resnet18"),
+}
+
+
+def detector_names() -> list[str]:
+    return list(DETECTORS)
+
+
+def build_detector(
+    name: str,
+    num_classes: int = 80,
+    min_size: int = 800,
+    max_size: int = 1333,
+    backbone_weights: Optional[str] = None,
+    detections_per_img: int = 100,
+    **backbone_kwargs: Any,
+) -> nn.Module:
+    """Detector ``name`` for ``num_classes`` object classes, resizing images to ``min_size``/``max_size``.
+
+    Args:
+        backbone_weights: a classification checkpoint of the backbone (fatvit's or the authors').
+        detections_per_img: kept per image after NMS (mmdet's 100; torchvision's RetinaNet default is 300).
+        backbone_kwargs: model arguments of the backbone (``interaction``, ``drop_path_rate`` ...).
+
+    Raises:
+        FatvitError: an unknown name, or a bad argument.
+    """
+    if name not in DETECTORS:
+        raise unknown_choice("detector", name, DETECTORS)
+    if num_classes < 1:
+        raise FatvitError(f"num_classes must be at least 1, got {num_classes}")
+    if min_size < 32 or max_size < min_size:
+        raise FatvitError(f"need 32 <= min_size <= max_size, got min_size={min_size}, max_size={max_size}")
+    cfg = DETECTORS[name]
+    kwargs = dict(backbone_kwargs)
+    if cfg.drop_path_rate is not None:
+        kwargs.setdefault("drop_path_rate", cfg.drop_path_rate)
+    common = dict(min_size=min_size, max_size=max_size, detections_per_img=detections_per_img)
+    if cfg.head == "retinanet":
+        stages = StageFeatures(cfg.backbone, (1, 2, 3), **kwargs)
+        neck = FPNFeatures(stages, 256, LastLevelP6P7FromC5(stages.out_channels[-1], 256))
+        model: nn.Module = RetinaNet(neck, num_classes=num_classes, **common)
+        model.label_offset = 0
+    else:
+        stages = StageFeatures(cfg.backbone, (0, 1, 2, 3), **kwargs)
+        neck = FPNFeatures(stages, 256, LastLevelMaxPool())
+        model = MaskRCNN(neck, num_classes=num_classes + 1, box_detections_per_img=detections_per_img,
+                         min_size=min_size, max_size=max_size)  # fmt: skip
+        model.label_offset = 1
+    if backbone_weights:
+        load_backbone_weights(stages, backbone_weights)
+    model.num_classes = num_classes
+    model.config_name = name
+    return model

@@ -1,0 +1,125 @@
+"""Backbones for dense prediction: a classification model's stage maps, with an FPN, in torchvision's interface.
+
+torchvision's detectors take a ``backbone`` module with an ``out_channels``
+attribute whose forward returns an ordered dict of feature maps. Here:
+
+- :class:`StageFeatures`: the stage maps (strides 4, 8, 16, 32) of a FAT model
+  or of any timm model with ``features_only``. A FAT backbone follows the
+  authors' dense setup: each stage's feature is taken before the stage
+  downsamples (see ``FATStage.forward_to_feature``) and is followed by an
+  extra ``GroupNorm(1, C)``; the classifier and the final norm are dropped,
+  so every backbone parameter is used.
+- :class:`FPNFeatures`: those maps through torchvision's
+  ``FeaturePyramidNetwork`` (256 channels), with an optional extra block.
+- :class:`LastLevelP6P7FromC5`: RetinaNet's P6/P7 computed from C5 always
+  (mmdet's ``add_extra_convs='on_input'``). torchvision's ``LastLevelP6P7``
+  takes P5 instead when C5 already has the FPN's width, as FAT-B0's has.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+from timm.layers import GroupNorm1
+from torch import nn
+from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, FeaturePyramidNetwork, LastLevelP6P7
+
+from ..checkpoint import CheckpointError, apply_state_dict, read_checkpoint
+from ..errors import FatvitError
+from . import create_model, is_fat
+
+__all__ = ["StageFeatures", "FPNFeatures", "LastLevelP6P7FromC5", "load_backbone_weights"]
+
+#: The classification parts of a FAT checkpoint that a backbone has no use for.
+CLASSIFIER_KEYS = ("head.", "norm.")
+
+
+class StageFeatures(nn.Module):
+    """The stage maps ``out_indices`` (0..3: strides 4..32) of classification model ``name``.
+
+    Returns an ordered dict ``{"0": map, "1": map, ...}`` in the order of
+    ``out_indices``; ``out_channels`` lists their widths.
+
+    Args:
+        name: a FAT model (``fat_b0`` ...) or any timm model with ``features_only``.
+        out_indices: which stages.
+        extra_norm: follow each map by ``GroupNorm(1, C)`` (default: for FAT models, as the authors do).
+        model_kwargs: passed to the model (``drop_path_rate``, ``interaction`` ...).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        out_indices: Sequence[int] = (0, 1, 2, 3),
+        extra_norm: Optional[bool] = None,
+        **model_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.out_indices = [int(i) for i in out_indices]
+        self.is_fat = is_fat(name)
+        if self.is_fat:
+            body = create_model(name, num_classes=0, **model_kwargs)
+            body.prune_intermediate_layers(self.out_indices, prune_norm=True, prune_head=True)
+            channels = [body.feature_info[i]["num_chs"] for i in self.out_indices]
+        else:  # the feature at stride 2 ** (i + 2), whatever index the model gives it
+            reductions = create_model(name, features_only=True, **model_kwargs).feature_info.reduction()
+            wanted = [2 ** (i + 2) for i in self.out_indices]
+            missing = [r for r in wanted if r not in reductions]
+            if missing:
+                raise FatvitError(f"{name} has no feature map at stride {missing[0]} (it has {reductions})")
+            indices = [len(reductions) - 1 - reductions[::-1].index(r) for r in wanted]  # the deepest at that stride
+            body = create_model(name, features_only=True, out_indices=indices, **model_kwargs)
+            channels = list(body.feature_info.channels())
+        self.body = body
+        self.out_channels = channels
+        if extra_norm is None:
+            extra_norm = self.is_fat
+        self.norms = nn.ModuleList(GroupNorm1(c) if extra_norm else nn.Identity() for c in channels)
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        if self.is_fat:
+            maps = self.body.forward_intermediates(x, indices=self.out_indices, intermediates_only=True)
+        else:
+            maps = self.body(x)
+        return OrderedDict((str(i), norm(m)) for i, (norm, m) in enumerate(zip(self.norms, maps)))
+
+
+class LastLevelP6P7FromC5(LastLevelP6P7):
+    """RetinaNet's P6 (3x3 stride-2 conv of C5) and P7 (3x3 stride-2 conv of ReLU(P6)), from C5 at any width."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(in_channels, out_channels)
+        self.use_P5 = False
+
+
+class FPNFeatures(nn.Module):
+    """``backbone``'s maps through torchvision's ``FeaturePyramidNetwork``; ``out_channels`` is the FPN's width."""
+
+    def __init__(
+        self, backbone: StageFeatures, out_channels: int = 256, extra_blocks: Optional[ExtraFPNBlock] = None
+    ) -> None:
+        super().__init__()
+        self.body = backbone
+        self.fpn = FeaturePyramidNetwork(list(backbone.out_channels), out_channels, extra_blocks=extra_blocks)
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return self.fpn(self.body(x))
+
+
+def load_backbone_weights(backbone: StageFeatures, path: str | Path) -> None:
+    """Load a classification checkpoint of ``backbone``'s model (fatvit's or the authors' layout) into it.
+
+    The classifier and final norm of the checkpoint are left out; every
+    other key must fit, or a :class:`CheckpointError` names the ones that do not.
+    """
+    if not backbone.is_fat:
+        raise CheckpointError(f"backbone weights load into FAT backbones only, not {backbone.name}")
+    state_dict, meta = read_checkpoint(path)
+    own = backbone.body.state_dict()
+    kept = OrderedDict((k, v) for k, v in state_dict.items() if k in own or not k.startswith(CLASSIFIER_KEYS))
+    apply_state_dict(backbone.body, kept, path, strict=True, meta=meta)

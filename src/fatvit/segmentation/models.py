@@ -1,0 +1,120 @@
+"""Semantic FPN (Kirillov et al., "Panoptic Feature Pyramid Networks", 2019) on FAT backbones.
+
+As mmseg's ``FPN`` + ``FPNHead``, the paper's ADE20K setup: the four stage
+maps through an FPN at 256 channels; each level goes through
+conv3x3-BN-ReLU blocks at 128 channels, each block followed by a x2
+bilinear upsampling, as many as bring it to stride 4 (one block for P2);
+the four are summed, then dropout 0.1 and a 1x1 conv give the class
+scores, upsampled to the input's size.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops.misc import Conv2dNormActivation
+
+from ..errors import FatvitError, unknown_choice
+from ..models.backbone import FPNFeatures, StageFeatures, load_backbone_weights
+from ..models.dense import DenseConfig
+
+__all__ = ["FPNHead", "SemanticFPN", "SEGMENTERS", "build_segmenter", "segmenter_names"]
+
+#: Every segmenter by name, with the paper's ADE20K mIoU where it reports one (FAT-B0, ablation table).
+SEGMENTERS: Dict[str, DenseConfig] = {
+    "semantic_fpn_fat_b0": DenseConfig("semantic_fpn", "fat_b0", None, {"mIoU": 41.5}),
+    "semantic_fpn_fat_b1": DenseConfig("semantic_fpn", "fat_b1"),
+    "semantic_fpn_fat_b2": DenseConfig("semantic_fpn", "fat_b2"),
+    "semantic_fpn_fat_b3": DenseConfig("semantic_fpn", "fat_b3"),
+    "semantic_fpn_resnet18": DenseConfig("semantic_fpn", "resnet18"),
+}
+
+
+class FPNHead(nn.Module):
+    """Semantic FPN's head: every FPN level brought to the finest level's stride, summed, classified.
+
+    Args:
+        in_channels: the FPN's width.
+        strides: the levels' strides, finest first (4, 8, 16, 32).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        strides: List[int],
+        num_classes: int,
+        channels: int = 128,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.scale_heads = nn.ModuleList()
+        for stride in strides:
+            steps = int(round(math.log2(stride / strides[0])))
+            layers: List[nn.Module] = []
+            for k in range(max(1, steps)):
+                layers.append(Conv2dNormActivation(in_channels if k == 0 else channels, channels, 3))
+                if steps:
+                    layers.append(nn.Upsample(scale_factor=2.0, mode="bilinear", align_corners=False))
+            self.scale_heads.append(nn.Sequential(*layers))
+        self.dropout = nn.Dropout2d(dropout)
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, features: List[torch.Tensor]) -> torch.Tensor:
+        out = self.scale_heads[0](features[0])
+        for head, x in zip(self.scale_heads[1:], features[1:]):
+            y = head(x)
+            if y.shape[-2:] != out.shape[-2:]:  # odd input sizes: the upsampled map overshoots by a pixel
+                y = F.interpolate(y, size=out.shape[-2:], mode="bilinear", align_corners=False)
+            out = out + y
+        return self.classifier(self.dropout(out))
+
+
+class SemanticFPN(nn.Module):
+    """Backbone, FPN and :class:`FPNHead`; returns class scores ``(N, num_classes, H, W)`` at the input's size."""
+
+    def __init__(self, backbone: StageFeatures, num_classes: int, fpn_channels: int = 256) -> None:
+        super().__init__()
+        self.backbone = FPNFeatures(backbone, fpn_channels)
+        strides = [2 ** (i + 2) for i in backbone.out_indices]
+        self.decode_head = FPNHead(fpn_channels, strides, num_classes)
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.decode_head(list(self.backbone(x).values()))
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def segmenter_names() -> list[str]:
+    return list(SEGMENTERS)
+
+
+def build_segmenter(
+    name: str, num_classes: int = 150, backbone_weights: Optional[str] = None, **backbone_kwargs: Any
+) -> SemanticFPN:
+    """Segmenter ``name`` for ``num_classes`` classes (150 for ADE20K).
+
+    Args:
+        backbone_weights: a classification checkpoint of the backbone (fatvit's or the authors').
+        backbone_kwargs: model arguments of the backbone (``interaction``, ``drop_path_rate`` ...).
+
+    Raises:
+        FatvitError: an unknown name, or a bad argument.
+    """
+    if name not in SEGMENTERS:
+        raise unknown_choice("segmenter", name, SEGMENTERS)
+    if num_classes < 2:
+        raise FatvitError(f"num_classes must be at least 2, got {num_classes}")
+    cfg = SEGMENTERS[name]
+    kwargs = dict(backbone_kwargs)
+    if cfg.drop_path_rate is not None:
+        kwargs.setdefault("drop_path_rate", cfg.drop_path_rate)
+    stages = StageFeatures(cfg.backbone, (0, 1, 2, 3), **kwargs)
+    if backbone_weights:
+        load_backbone_weights(stages, backbone_weights)
+    model = SemanticFPN(stages, num_classes)
+    model.config_name = name
+    return model

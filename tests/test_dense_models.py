@@ -1,0 +1,145 @@
+"""The dense-prediction models: the paper's parameter counts, every backbone parameter trained, any input size."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import cli_error
+from fatvit.checkpoint import CheckpointError, save_safetensors
+from fatvit.detection.models import build_detector
+from fatvit.errors import FatvitError
+from fatvit.models import create_model
+from fatvit.models.backbone import StageFeatures
+from fatvit.segmentation.models import build_segmenter
+from fatvit.tables import DENSE_PARAMS_TOL_M, measure_dense_table
+
+SMALL = dict(min_size=96, max_size=128)
+
+
+def _targets(with_masks: bool, offset: int):
+    boxes = torch.tensor([[8.0, 10.0, 60.0, 70.0], [50.0, 20.0, 90.0, 50.0]])
+    target = dict(boxes=boxes, labels=torch.tensor([2, 5]) + offset)
+    if with_masks:
+        masks = torch.zeros(2, 81, 103, dtype=torch.uint8)
+        masks[0, 10:70, 8:60] = 1
+        masks[1, 20:50, 50:90] = 1
+        target["masks"] = masks
+    return [target]
+
+
+def test_paper_parameter_counts_and_cli(capsys):
+    rows = measure_dense_table()
+    compared = [r for r in rows if r["paper_params_m"] is not None]
+    assert {r["model"] for r in compared} == {f"{h}_fat_b{i}" for h in ("retinanet", "mask_rcnn") for i in range(4)}
+    for r in compared:
+        assert abs(r["params_m"] - r["paper_params_m"]) <= DENSE_PARAMS_TOL_M, r
+        assert r["within_bounds"] is True
+    from fatvit.cli import main
+
+    assert main(["table", "dense", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [r["model"] for r in records] == [r["model"] for r in rows]
+    assert all({"model", "params_m", "paper_params_m"} <= set(r) for r in records)
+    assert main(["table", "dense"]) == 0
+    out = capsys.readouterr().out
+    assert "retinanet_fat_b0" in out and "13.78" in out and "semantic_fpn_fat_b3" in out
+
+
+@pytest.mark.parametrize("name", ["retinanet_fat_b0", "mask_rcnn_fat_b0"])
+def test_detector_trains_every_parameter_on_odd_sizes(name):
+    torch.manual_seed(0)
+    model = build_detector(name, num_classes=6, **SMALL)
+    model.train()
+    masks = name.startswith("mask")
+    losses = model([torch.rand(3, 81, 103)], _targets(masks, model.label_offset))
+    assert set(losses) == (
+        {"classification", "bbox_regression"}
+        if not masks
+        else {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"}
+    )
+    sum(losses.values()).backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not unused, unused
+    # the last stage's final block (its FFN included) is part of the graph
+    last = model.backbone.body.body.layers[-1].blocks[-1]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in last.ffn.parameters())
+    model.eval()
+    with torch.no_grad():
+        for size in [(3, 64, 64), (3, 97, 131), (3, 200, 45)]:
+            (det,) = model([torch.rand(*size)])
+            assert det["boxes"].shape[1] == 4 and len(det["scores"]) == len(det["labels"]) <= 100
+            if masks:
+                assert det["masks"].shape[-2:] == size[1:]
+
+
+def test_retinanet_p6_p7_come_from_c5_even_at_fpn_width():
+    model = build_detector("retinanet_fat_b0", **SMALL)  # FAT-B0's C5 has 256 channels, as the FPN
+    seen = {}
+    model.backbone.fpn.extra_blocks.p6.register_forward_hook(lambda m, i, o: seen.update(p6_in=i[0]))
+    model.backbone.body.register_forward_hook(lambda m, i, o: seen.update(c5=list(o.values())[-1]))
+    model.backbone(torch.rand(1, 3, 128, 128))
+    assert torch.equal(seen["p6_in"], seen["c5"])
+    maps = model.backbone(torch.rand(1, 3, 128, 128))
+    assert [m.shape[-1] for m in maps.values()] == [16, 8, 4, 2, 1]  # P3..P7
+
+
+def test_semantic_fpn_any_size_train_and_eval():
+    torch.manual_seed(0)
+    model = build_segmenter("semantic_fpn_fat_b0", num_classes=7)
+    model.train()
+    for shape in [(2, 3, 64, 64), (1, 3, 97, 131)]:
+        out = model(torch.rand(*shape))
+        assert out.shape == (shape[0], 7, *shape[2:])
+    out.logsumexp(1).mean().backward()
+    assert not [n for n, p in model.named_parameters() if p.grad is None]
+    head = model.decode_head
+    assert [len([m for m in h if isinstance(m, torch.nn.Upsample)]) for h in head.scale_heads] == [0, 1, 2, 3]
+    assert head.classifier.in_channels == 128 and head.dropout.p == 0.1
+    model.eval()
+    assert model(torch.rand(1, 3, 45, 71)).shape == (1, 7, 45, 71)
+
+
+def test_backbone_maps_and_resnet18_peer():
+    fat = StageFeatures("fat_b0")
+    maps = fat(torch.rand(1, 3, 128, 128))
+    assert [m.shape[1] for m in maps.values()] == fat.out_channels == [32, 80, 160, 256]
+    assert [m.shape[-1] for m in maps.values()] == [32, 16, 8, 4]
+    res = StageFeatures("resnet18", (1, 2, 3))
+    maps = res(torch.rand(1, 3, 128, 128))
+    assert res.out_channels == [128, 256, 512] and [m.shape[-1] for m in maps.values()] == [16, 8, 4]
+
+
+def test_backbone_weights_from_a_classification_checkpoint(tmp_path):
+    classifier = create_model("fat_b0", num_classes=10)
+    path = tmp_path / "fat_b0.safetensors"
+    save_safetensors(classifier, path)
+    model = build_detector("mask_rcnn_fat_b0", backbone_weights=str(path), **SMALL)
+    body = model.backbone.body.body
+    for key, value in body.state_dict().items():
+        assert torch.equal(value, classifier.state_dict()[key]), key
+    seg = build_segmenter("semantic_fpn_fat_b0", backbone_weights=str(path))
+    seg_state = seg.backbone.body.body.state_dict()
+    assert all(torch.equal(v, classifier.state_dict()[k]) for k, v in seg_state.items())
+    other = tmp_path / "fat_b1.safetensors"
+    save_safetensors(create_model("fat_b1"), other)
+    with pytest.raises(CheckpointError, match="does not fit"):
+        build_detector("retinanet_fat_b0", backbone_weights=str(other))
+
+
+def test_bad_names_and_arguments():
+    with pytest.raises(FatvitError, match="did you mean 'retinanet_fat_b"):
+        build_detector("retinanet_fat_bo")
+    with pytest.raises(FatvitError, match="num_classes"):
+        build_detector("retinanet_fat_b0", num_classes=0)
+    with pytest.raises(FatvitError, match="did you mean 'semantic_fpn_fat_b"):
+        build_segmenter("semantic_fpn_fat_b")
+    with pytest.raises(FatvitError, match="stride"):
+        StageFeatures("resnet18", (4,))
+
+
+def test_table_dense_unknown_table_is_one_line(capsys):
+    line = cli_error(capsys, ["table", "dens"])
+    assert "dense" in line
