@@ -29,6 +29,20 @@ def _checkout_files() -> set:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def scenes_cache(tmp_path_factory):
+    """The embedded digit scenes of the dense tasks are written under a temporary cache, not ~/.cache."""
+    import os
+
+    old = os.environ.get("FATVIT_CACHE")
+    os.environ["FATVIT_CACHE"] = str(tmp_path_factory.mktemp("fatvit_cache"))
+    yield
+    if old is None:
+        os.environ.pop("FATVIT_CACHE", None)
+    else:
+        os.environ["FATVIT_CACHE"] = old
+
+
+@pytest.fixture(scope="session", autouse=True)
 def leaves_nothing_behind():
     """The suite must not leave files in the checkout (runs/, build outputs, stray files)."""
     before = _checkout_files()

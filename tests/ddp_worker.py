@@ -1,4 +1,7 @@
-"""Launched by test_distributed.py under torchrun: trains a few steps and writes each rank's parameters."""
+"""Launched by test_distributed.py under torchrun: trains a few steps and writes each rank's parameters.
+
+Arguments: the output folder, the data, and the task (``classify``, default, or ``detect``).
+"""
 
 from __future__ import annotations
 
@@ -8,14 +11,21 @@ from pathlib import Path
 
 import torch
 
-from conftest import FAST_RECIPE
-from fatvit.config import load_config
+from conftest import FAST_RECIPE, TINY_MODEL_OVERRIDES
+from fatvit.config import DetectConfig, load_config
 from fatvit.train import Trainer
 
 
 def main() -> None:
     out, data = Path(sys.argv[1]), sys.argv[2]
-    cfg = load_config(None, [*FAST_RECIPE, f"data={data}", f"output={out / 'run'}", "epochs=2", "batch_size=2"])
+    task = sys.argv[3] if len(sys.argv) > 3 else "classify"
+    common = [f"data={data}", f"output={out / 'run'}", "epochs=2", "batch_size=2"]
+    if task == "detect":
+        recipe = [*TINY_MODEL_OVERRIDES, "model=mask_rcnn_fat_b0", "min_size=64", "max_size=64", "workers=0",
+                  "warmup_steps=1", "decay_milestones=[1]", "lr_base_batch=4", "lr=1e-3", *common]  # fmt: skip
+        cfg = load_config(None, recipe, cls=DetectConfig)
+    else:
+        cfg = load_config(None, [*FAST_RECIPE, *common])
     trainer = Trainer(cfg, max_steps=4)
     initial = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     summary = trainer.fit()

@@ -140,3 +140,13 @@ def test_inference_profile_reports_both_forms(capsys):
     assert "aten::batch_norm" in released and "aten::softmax" in released
     assert not any("batch_norm" in op or op == "aten::softmax" for op in deployed)
     assert json.loads(capsys.readouterr().out) == report
+
+
+def test_dense_latency_benchmark_reports_ratios_to_resnet18(capsys):
+    rows = _load("dense_latency").main(["--sizes", "64x96", "--rounds", "1", "--warmup", "0"])
+    assert [r["model"] for r in rows] == [f"{h}_{b}" for h in ("retinanet", "mask_rcnn", "semantic_fpn")
+                                          for b in ("fat_b0", "resnet18")]  # fmt: skip
+    for fat, twin in zip(rows[::2], rows[1::2]):
+        assert twin["ratio_to_resnet18"] == 1.0 and fat["input"] == "64x96"
+        assert fat["ratio_to_resnet18"] == pytest.approx(fat["median_ms"] / twin["median_ms"], rel=0.02)
+    assert "x resnet18 twin" in capsys.readouterr().out

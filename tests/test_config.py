@@ -73,3 +73,51 @@ def test_amp_auto_is_fp32_on_cpu_and_mixed_on_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert resolve_amp("auto", torch.device("cuda", 0)) is torch.float16
     assert load_config("fat_b0").amp == "auto" and load_config("digits").amp == "auto"
+
+
+def test_dense_configs_recipes_and_run_length():
+    from fatvit.config import DetectConfig, SegmentConfig
+
+    det = load_config("coco_retinanet_1x", cls=DetectConfig)
+    assert det == load_config(None, cls=DetectConfig)  # the paper's 1x is the config's default
+    assert (det.epochs, det.sched, det.decay_milestones, det.lr, det.lr_base_batch) == (12, "multistep", [8, 11],
+                                                                                        1e-4, 16)  # fmt: skip
+    assert (det.min_size, det.max_size, det.batch_size, det.warmup_steps) == (800, 1333, 2, 500)
+    assert load_config("coco_mask_rcnn_1x", cls=DetectConfig).lr == 2e-4
+    seg = load_config("ade20k_semantic_fpn", cls=SegmentConfig)
+    assert seg == load_config(None, cls=SegmentConfig)
+    assert (seg.iterations, seg.epochs, seg.sched, seg.poly_power, seg.min_lr) == (80000, None, "poly", 0.9, 1e-6)
+    assert (seg.crop_size, seg.scale, seg.ratio_range, seg.cat_max_ratio) == (512, [2048, 512], [0.5, 2.0], 0.75)
+    # epochs and iterations: setting one clears the other
+    assert load_config(None, ["epochs=3"], cls=SegmentConfig).iterations is None
+    assert load_config(None, ["iterations=7"], cls=DetectConfig).epochs is None
+    assert load_config(None, ["iterations=7"]).epochs is None  # classification too
+    with pytest.raises(FatvitError, match="set one of epochs and iterations"):
+        make_config({"epochs": None, "iterations": None}, DetectConfig)
+    assert recipe_names("detect") == ["coco_mask_rcnn_1x", "coco_retinanet_1x", "digit_scenes_detect"]
+    assert recipe_names("segment") == ["ade20k_semantic_fpn", "digit_scenes_segment"]
+    assert "digit_scenes_detect" not in recipe_names()
+
+
+@pytest.mark.parametrize(
+    "cls, overrides, message",
+    [
+        ("DetectConfig", ["min_size=16"], "'min_size' must be at least 32"),
+        ("DetectConfig", ["max_size=100", "min_size=200"], "'max_size' must be at least min_size"),
+        ("DetectConfig", ["score_thresh=1.5"], "'score_thresh' must be in [0, 1)"),
+        ("DetectConfig", ["sched=multistep", "decay_milestones=[]"], "set for sched multistep"),
+        ("DetectConfig", ["decay_milestones=[8, 2]"], "increasing positive epochs"),
+        ("DetectConfig", ["img_size=64"], "'img_size' is one of task 'classify'"),
+        ("SegmentConfig", ["crop_size=600", "test_stride=700"], "'test_stride' must be in 1..crop_size"),
+        ("SegmentConfig", ["ratio_range=[2, 1]"], "'ratio_range' must be [min, max]"),
+        ("SegmentConfig", ["num_classes=1"], "'num_classes' must be 2..254"),
+        ("SegmentConfig", ["sched=linear"], "'sched' must be one of cosine, multistep, poly"),
+        ("TrainConfig", ["task=detect"], "this recipe is for task 'detect'"),
+    ],
+)
+def test_dense_config_values_are_checked(cls, overrides, message):
+    import fatvit.config as config
+
+    with pytest.raises(FatvitError) as err:
+        load_config(None, overrides, cls=getattr(config, cls))
+    assert message in str(err.value)

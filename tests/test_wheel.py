@@ -11,6 +11,11 @@ import sysconfig
 from pathlib import Path
 
 from conftest import REPO
+from fatvit.scenes import SCENES_VERSION
+
+
+def scenes_cache_of(base: Path) -> Path:
+    return base / f"digit_scenes-v{SCENES_VERSION}"
 
 
 def test_wheel_in_a_clean_venv_trains(tmp_path):
@@ -62,3 +67,10 @@ def test_wheel_in_a_clean_venv_trains(tmp_path):
         capture_output=True, text=True,
     )  # fmt: skip
     assert named.returncode == 1 and "unknown recipe 'no_such_recipe'" in named.stderr
+    # the dense tasks' recipes and embedded scenes work from the wheel too
+    dense = subprocess.run(
+        [str(venv / "bin" / "fatvit"), "segment", "train", "--max-steps", "1", "--output", "seg", "--json"],
+        cwd=work, env={**env, "FATVIT_CACHE": str(tmp_path / "cache")}, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert dense.returncode == 0, dense.stderr[-2000:]
+    assert json.loads(dense.stdout)["steps"] == 1 and (scenes_cache_of(tmp_path / "cache") / "ade").is_dir()

@@ -40,12 +40,13 @@ from torch import nn
 
 from .errors import FatvitError
 from .files import atomic_write
-from .models.fat import interaction_record, recorded_interaction
+from .models.fat import FAT, interaction_record, recorded_interaction
 
 __all__ = [
     "CheckpointError",
     "apply_state_dict",
     "load_checkpoint",
+    "load_finetune",
     "model_meta",
     "read_checkpoint",
     "read_file",
@@ -303,14 +304,21 @@ def apply_state_dict(
         raise CheckpointError(f"{source} does not fit {type(model).__name__}: " + "; ".join(problems))
     loadable: Dict[str, torch.Tensor] = OrderedDict((k, v) for k, v in state_dict.items() if k not in skipped)
     record = interaction_record((meta or {}).get("interaction"))
-    if record:  # the model's load hook checks it (see fatvit.models.fat.check_interaction)
-        loadable._metadata = OrderedDict({"": record})  # type: ignore[attr-defined]
+    if record:  # each FAT module's load hook checks it (see fatvit.models.fat.check_interaction)
+        prefixes = [name for name, module in model.named_modules() if isinstance(module, FAT)] or [""]
+        loadable._metadata = OrderedDict({p: record for p in prefixes})  # type: ignore[attr-defined]
     try:
         model.load_state_dict(loadable, strict=False)
     except RuntimeError as err:
         detail = " ".join(str(err).split("\n")[1:]).strip() or str(err)
         raise CheckpointError(f"{source}: {detail}") from None
     return skipped + missing
+
+
+def fat_interaction(model: nn.Module) -> Optional[str]:
+    """The FASA interaction of ``model``, a FAT, or of the first FAT inside it (a detector's backbone); None if
+    it holds none."""
+    return next((m.interaction for m in model.modules() if isinstance(m, FAT)), None)
 
 
 def load_checkpoint(
@@ -351,7 +359,7 @@ def save_safetensors(
     """
     state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
     record = dict(meta or {})
-    interaction = getattr(model_or_state, "interaction", None)
+    interaction = fat_interaction(model_or_state) if isinstance(model_or_state, nn.Module) else None
     if interaction and "interaction" not in record:
         record["interaction"] = interaction
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
@@ -359,3 +367,23 @@ def save_safetensors(
     data = _safetensors_bytes(tensors, metadata=metadata)
     with atomic_write(path) as f:
         f.write(data)
+
+
+def load_finetune(model: nn.Module, path: PathLike, name: str, replaceable: Sequence[str]) -> List[str]:
+    """Start ``model`` (called ``name`` in messages) from the weights in ``path``: every key must fit, except
+    those under the ``replaceable`` prefixes (layers that depend on the classes), which keep their new values.
+
+    Returns the replaced keys.
+
+    Raises:
+        CheckpointError: the file cannot be read, or other keys are missing or do not fit.
+    """
+    state_dict, meta = read_checkpoint(path)
+    skipped = apply_state_dict(model, state_dict, path, strict=False, meta=meta)
+    foreign = [k for k in skipped if not k.startswith(tuple(replaceable))]
+    if foreign:
+        raise CheckpointError(
+            f"{path} does not fit {name}: {', '.join(foreign[:5])}"
+            + (f" ... ({len(foreign)} keys)" if len(foreign) > 5 else "")
+        )
+    return skipped

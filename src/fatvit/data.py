@@ -209,13 +209,15 @@ class SeededDataset(Dataset):
     """Wraps a dataset so that sample ``i`` of epoch ``e`` is transformed with RNGs seeded from (seed, e, i).
 
     The global RNG states of the caller are restored afterwards, so training
-    randomness (dropout, drop path, Mixup) is not disturbed.
+    randomness (dropout, drop path, Mixup) is not disturbed. A ``joint``
+    transform is called on ``(image, target)`` (boxes and masks move with the image).
     """
 
-    def __init__(self, dataset: Dataset, transform: Callable, seed: int) -> None:
+    def __init__(self, dataset: Dataset, transform: Callable, seed: int, joint: bool = False) -> None:
         self.dataset = dataset
         self.transform = transform
         self.seed = seed
+        self.joint = joint
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -235,7 +237,10 @@ class SeededDataset(Dataset):
             torch.manual_seed(sample_seed)
             random.seed(sample_seed)
             np.random.seed(sample_seed % 2**32)
-            img = self.transform(img)
+            if self.joint:
+                img, target = self.transform(img, target)
+            else:
+                img = self.transform(img)
         random.setstate(py_state)
         np.random.set_state(np_state)
         return img, target
@@ -299,15 +304,21 @@ def collate_skipping(batch: Sequence[Optional[Tuple[Any, int]]]) -> Tuple[torch.
 
 
 def make_loader(
-    dataset: Dataset, sampler: Sampler, batch_size: int, workers: int, drop_last: bool, pin_memory: bool = False
+    dataset: Dataset,
+    sampler: Sampler,
+    batch_size: int,
+    workers: int,
+    drop_last: bool,
+    pin_memory: bool = False,
+    collate_fn: Callable = collate_skipping,
 ) -> DataLoader:
-    """A loader that drops unreadable images (counting them) and never draws from the global RNG."""
+    """A loader that drops unreadable images (counting them, see ``collate_fn``) and never draws from the global RNG."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=workers,
-        collate_fn=collate_skipping,
+        collate_fn=collate_fn,
         drop_last=drop_last,
         pin_memory=pin_memory,
         persistent_workers=False,  # workers must see each epoch's SeededDataset.epoch

@@ -65,3 +65,12 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def all_gather_list(items: list) -> list:
+    """The concatenation of every rank's ``items`` (picklable objects), in rank order; ``items`` in one process."""
+    if dist.is_available() and dist.is_initialized():
+        gathered: list = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, items)
+        return [x for part in gathered for x in part]
+    return list(items)

@@ -54,8 +54,11 @@ def write_json_atomic(path: Path, data: Any) -> None:
         f.write(json.dumps(data, indent=2))
 
 
-def plot_curves(history: Sequence[Dict[str, Any]], path: Path) -> None:
-    """Training curves (train/val loss, val top-1, learning rate) per epoch, as a PNG."""
+def plot_curves(
+    history: Sequence[Dict[str, Any]], path: Path, metric: str = "val_top1", metric_title: str = "val top-1 (%)"
+) -> None:
+    """Training curves (train and, if logged, val loss; the validation ``metric``; learning rate) per epoch, as a
+    PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -64,11 +67,12 @@ def plot_curves(history: Sequence[Dict[str, Any]], path: Path) -> None:
     epochs: List[int] = [int(h["epoch"]) for h in history]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     axes[0].plot(epochs, [h["train_loss"] for h in history], marker="o", ms=3, label="train")
-    axes[0].plot(epochs, [h["val_loss"] for h in history], marker="o", ms=3, label="val")
+    if all("val_loss" in h for h in history):
+        axes[0].plot(epochs, [h["val_loss"] for h in history], marker="o", ms=3, label="val")
     axes[0].set_title("loss")
     axes[0].legend()
-    axes[1].plot(epochs, [h["val_top1"] for h in history], marker="o", ms=3, color="tab:green")
-    axes[1].set_title("val top-1 (%)")
+    axes[1].plot(epochs, [h[metric] for h in history], marker="o", ms=3, color="tab:green")
+    axes[1].set_title(metric_title)
     axes[2].plot(epochs, [h["lr"] for h in history], marker="o", ms=3, color="tab:orange")
     axes[2].set_title("learning rate (end of epoch)")
     for ax in axes:

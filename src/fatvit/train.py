@@ -1,4 +1,4 @@
-"""Training: the paper's recipe on ImageNet-style folders or the embedded digits set.
+"""The training engine, shared by classification, detection and segmentation (see :mod:`fatvit.task`).
 
 One process or many (``torchrun``: DDP with NCCL on GPUs, Gloo on CPUs).
 Everything a run needs to continue exactly is in its checkpoints (model,
@@ -32,8 +32,6 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from timm.data import Mixup, create_transform
-from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3, distribute_bn, random_seed
@@ -41,23 +39,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from .checkpoint import (
-    CheckpointError,
-    apply_state_dict,
-    model_meta,
-    read_checkpoint,
-    read_file,
-    save_checkpoint,
-    save_safetensors,
-)
-from .config import TrainConfig, apply_overrides, make_config
-from .data import ResumableSampler, SeededDataset, build_splits, make_loader
+from .checkpoint import CheckpointError, read_file, save_checkpoint, save_safetensors
+from .config import RunConfig, apply_overrides, make_config
+from .data import ResumableSampler, SeededDataset, make_loader
 from .distributed import all_reduce_sum, cleanup, init_distributed
 from .errors import FatvitError
-from .evaluate import EvalResult, evaluate
 from .files import check_output_dir, prepare_output_dir
-from .models import create_model
 from .reporting import append_csv, keep_csv_rows, plot_curves, write_csv, write_json_atomic
+from .task import get_task
 
 __all__ = ["Trainer", "TrainingDivergedError", "read_training_checkpoint", "resolve_amp", "RUN_FILES"]
 
@@ -70,8 +59,8 @@ RUN_FILES = ("last.pth", "best.pth", "model.safetensors", "metrics.csv", "steps.
              "training_curves.png", "tensorboard")  # fmt: skip
 
 #: Config keys a resumed run may change; any other change would be ignored by the restored state, so it is refused.
-RESUME_CHANGEABLE = ("epochs", "data", "workers", "device", "log_every", "checkpoint_every", "channels_last",
-                     "compile", "deterministic")  # fmt: skip
+RESUME_CHANGEABLE = ("epochs", "iterations", "data", "workers", "device", "log_every", "checkpoint_every",
+                     "channels_last", "compile", "deterministic")  # fmt: skip
 
 
 class TrainingDivergedError(FatvitError):
@@ -119,7 +108,8 @@ def read_training_checkpoint(path: str | Path) -> Dict[str, Any]:
 
 
 class Trainer:
-    """Trains one model as a :class:`~fatvit.config.TrainConfig` describes.
+    """Trains one model as a config describes (:class:`~fatvit.config.TrainConfig`, ``DetectConfig`` or
+    ``SegmentConfig``: its task supplies data, model, loss and metrics).
 
     Args:
         cfg: the resolved configuration.
@@ -129,7 +119,7 @@ class Trainer:
 
     def __init__(
         self,
-        cfg: TrainConfig,
+        cfg: RunConfig,
         max_steps: Optional[int] = None,
         overwrite: bool = False,
         _resume: Optional[Dict[str, Any]] = None,
@@ -138,6 +128,7 @@ class Trainer:
             raise FatvitError(f"max_steps must be at least 1, got {max_steps}")
         self.resume_ckpt = _resume
         self.cfg = cfg
+        self.task = get_task(cfg)
         self.max_steps = max_steps
         self.dist = init_distributed(cfg.device)
         self.device = self.dist.device
@@ -153,7 +144,7 @@ class Trainer:
         self.epoch = 0
         self.batches_done = 0  # micro-batches of the current epoch already trained on
         self.global_step = 0  # optimizer steps
-        self.best_top1 = -1.0
+        self.best_metric = -math.inf  # the task's primary validation metric
         self.history: List[Dict[str, Any]] = []
         self.epoch_loss_sum = 0.0
         self.epoch_samples = 0
@@ -182,6 +173,7 @@ class Trainer:
         overrides: Sequence[str] = (),
         max_steps: Optional[int] = None,
         typed: Optional[Dict[str, Any]] = None,
+        task: Optional[str] = None,
     ) -> Trainer:
         """Continue the run whose ``last.pth`` (or ``best.pth``) is ``path``, in that run's folder.
 
@@ -192,12 +184,17 @@ class Trainer:
 
         Raises:
             FatvitError: another key is changed, ``epochs`` is lowered below
-                the epochs done, or the run is finished and ``epochs`` not raised.
+                the epochs done, the run is finished and ``epochs`` not raised,
+                or the run is of another task than ``task`` (if given).
         """
         ckpt = read_training_checkpoint(path)
         folder = Path(path).resolve().parent
         saved = make_config(ckpt["config"])
-        cfg = make_config(apply_overrides(saved.to_dict(), overrides, typed))  # typed and checked, then compared
+        if task is not None and saved.task != task:
+            verbs = {"classify": "fatvit train", "detect": "fatvit detect train", "segment": "fatvit segment train"}
+            raise FatvitError(f"{path} is a {saved.task!r} run: resume it with {verbs[saved.task]} --resume {path}")
+        # typed and checked, then compared
+        cfg = make_config(apply_overrides(saved.to_dict(), overrides, typed, type(saved)), type(saved))
         if cfg.output != saved.output and Path(cfg.output or "").resolve() != folder:
             raise FatvitError(
                 f"a run resumes in its own folder ({folder}); --output cannot move it "
@@ -212,13 +209,19 @@ class Trainer:
                 f"order continue as saved (changeable: {', '.join(RESUME_CHANGEABLE)}); start a new run from its "
                 f"weights with --finetune {path}"
             )
-        done, planned = ckpt["epoch"], saved.epochs
-        if cfg.epochs < done or (cfg.epochs == done and ckpt.get("batches_done", 0)):
-            raise FatvitError(f"the run has trained {done} epoch(s) already: epochs={cfg.epochs} is too few")
-        if done >= planned and cfg.epochs == planned:
+        if cfg.iterations is None:
+            done, planned, unit, key = ckpt["epoch"], saved.epochs, "epoch(s)", "epochs"
+            mid = cfg.epochs == done and ckpt.get("batches_done", 0)
+            wanted = cfg.epochs
+        else:
+            done, planned, unit, key = ckpt["global_step"], saved.iterations, "iteration(s)", "iterations"
+            mid, wanted = False, cfg.iterations
+        if wanted < done or mid:
+            raise FatvitError(f"the run has trained {done} {unit} already: {key}={wanted} is too few")
+        if planned is not None and done >= planned and wanted == planned:
             raise FatvitError(
-                f"the run in {folder} finished its {planned} epochs: raise epochs to train "
-                f"longer (--epochs N), or start a new run from its weights with --finetune {path}"
+                f"the run in {folder} finished its {planned} {key}: raise {key} to train "
+                f"longer (--set {key}=N), or start a new run from its weights with --finetune {path}"
             )
         cfg.output = str(folder)
         return cls(cfg, max_steps=max_steps, _resume=ckpt)
@@ -254,8 +257,7 @@ class Trainer:
                 path.unlink(missing_ok=True)
 
     def _build_data(self) -> None:
-        cfg = self.cfg
-        self.splits = build_splits(cfg.data)
+        self.splits = self.task.build_splits()
         if len(self.splits.train) == 0 or len(self.splits.val) == 0:
             raise FatvitError("the train and val sets must both hold images")
         self.classes = self.splits.classes
@@ -266,28 +268,17 @@ class Trainer:
         if cfg.drop_path_rate is not None:
             kwargs["drop_path_rate"] = cfg.drop_path_rate
         self.model_kwargs = kwargs
-        model = create_model(cfg.model, num_classes=len(self.classes), **kwargs)
-        if cfg.finetune and self.resume_ckpt is None:
-            state_dict, meta = read_checkpoint(cfg.finetune)
-            skipped = apply_state_dict(model, state_dict, cfg.finetune, strict=False, meta=meta)
-            classifier = model.pretrained_cfg.get("classifier", "head")
-            foreign = [k for k in skipped if not k.startswith(classifier + ".")]
-            if foreign:
-                raise CheckpointError(
-                    f"{cfg.finetune} does not fit {cfg.model}: {', '.join(foreign[:5])}"
-                    + (f" ... ({len(foreign)} keys)" if len(foreign) > 5 else "")
-                )
-            if skipped:
-                _log.info("fine-tuning: new classifier for %d classes", len(self.classes))
+        # a resumed run takes its weights from its checkpoint, not from finetune or backbone weights
+        model = self.task.build_model(self.classes, kwargs, load_weights=self.resume_ckpt is None)
         if cfg.grad_checkpointing:
+            if not hasattr(model, "set_grad_checkpointing"):
+                raise FatvitError(f"{cfg.model} has no gradient checkpointing (set grad_checkpointing=false)")
             model.set_grad_checkpointing(True)
         model.to(self.device)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
         self.model = model  # the plain module: checkpoints, EMA and evaluation use it
-        data_cfg = model.pretrained_cfg
-        self.mean = tuple(data_cfg.get("mean", (0.485, 0.456, 0.406)))
-        self.std = tuple(data_cfg.get("std", (0.229, 0.224, 0.225)))
+        self.mean, self.std = self.task.mean_std(model)
         self.ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None
         train_model: nn.Module = model
         self.sync_bn = self.dist.distributed and self.device.type == "cuda"
@@ -300,7 +291,9 @@ class Trainer:
                     "processes before each evaluation and checkpoint", self.device,
                 )  # fmt: skip
             train_model = DistributedDataParallel(
-                train_model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+                train_model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=self.task.find_unused_parameters,
             )
         if cfg.compile:
             train_model = torch.compile(train_model)
@@ -308,32 +301,14 @@ class Trainer:
 
     def meta(self) -> Dict[str, Any]:
         """The record every file of the run carries: how to rebuild and feed the model."""
-        cfg = self.cfg
-        return model_meta(
-            cfg.model, self.model_kwargs, self.classes, cfg.img_size, cfg.crop_pct, cfg.interpolation,
-            self.mean, self.std, getattr(self.model, "interaction", None) or None,
-        )  # fmt: skip
+        return self.task.meta(self.model_kwargs, self.classes, self.mean, self.std, self.model)
 
     def _build_loaders(self) -> None:
         cfg = self.cfg
-        mean_std = dict(mean=self.mean, std=self.std)
-        train_tf = create_transform(
-            cfg.img_size,
-            is_training=True,
-            scale=tuple(cfg.scale),
-            hflip=cfg.hflip,
-            color_jitter=cfg.color_jitter,
-            auto_augment=cfg.auto_augment,
-            interpolation=cfg.interpolation,
-            re_prob=cfg.reprob,
-            re_mode=cfg.remode,
-            **mean_std,
-        )
-        val_tf = create_transform(
-            cfg.img_size, is_training=False, interpolation=cfg.interpolation, crop_pct=cfg.crop_pct, **mean_std
-        )
-        self.train_set = SeededDataset(self.splits.train, train_tf, cfg.seed)
-        self.val_set = SeededDataset(self.splits.val, val_tf, cfg.seed)
+        train_tf, val_tf = self.task.transforms(self.mean, self.std)
+        joint = self.task.joint_transform
+        self.train_set = SeededDataset(self.splits.train, train_tf, cfg.seed, joint=joint)
+        self.val_set = SeededDataset(self.splits.val, val_tf, cfg.seed, joint=joint)
         world, rank = self.dist.world_size, self.dist.rank
         self.train_sampler = ResumableSampler(len(self.train_set), True, cfg.seed, world, rank)
         # each validation image once, on one process: exact metrics
@@ -345,7 +320,16 @@ class Trainer:
                 f"{cfg.batch_size} x {cfg.accum_steps} per process on {world} process(es)"
             )
         self.steps_per_epoch = self.micro_batches_per_epoch // cfg.accum_steps
-        self.val_loader = make_loader(self.val_set, self.val_sampler, cfg.batch_size, cfg.workers, drop_last=False)
+        # the run's length: epochs, or iterations (optimizer steps) and the epochs they take
+        if cfg.iterations is not None:
+            self.total_steps = cfg.iterations
+            self.num_epochs = math.ceil(cfg.iterations / self.steps_per_epoch)
+        else:
+            self.num_epochs = cfg.epochs
+            self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.val_loader = make_loader(
+            self.val_set, self.val_sampler, cfg.batch_size, cfg.workers, drop_last=False, collate_fn=self.task.collate
+        )
 
     def _build_optimization(self) -> None:
         cfg = self.cfg
@@ -354,35 +338,27 @@ class Trainer:
         scale = self.global_batch / cfg.lr_base_batch
         self.lr = cfg.lr * scale
         self.optimizer = create_optimizer_v2(self.model, cfg.opt, lr=self.lr, weight_decay=cfg.weight_decay)
+        spe = self.steps_per_epoch
+        warmup = cfg.warmup_steps if cfg.warmup_steps is not None else cfg.warmup_epochs * spe
         self.scheduler, _ = create_scheduler_v2(
             self.optimizer,
-            sched="cosine",
-            num_epochs=cfg.epochs,
-            warmup_epochs=cfg.warmup_epochs,
+            sched=cfg.sched,
+            num_epochs=self.total_steps,  # in optimizer steps: the schedule is stepped per update
+            warmup_epochs=warmup,
             warmup_lr=cfg.warmup_lr * scale,
             min_lr=cfg.min_lr * scale,
+            decay_milestones=[round(m * spe) for m in cfg.decay_milestones],
+            decay_rate=cfg.poly_power if cfg.sched == "poly" else cfg.decay_rate,
             step_on_epochs=False,
-            updates_per_epoch=self.steps_per_epoch,
+            updates_per_epoch=1,
         )
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
-        self.mixup = None
-        if cfg.mixup > 0 or cfg.cutmix > 0:
-            self.mixup = Mixup(
-                mixup_alpha=cfg.mixup,
-                cutmix_alpha=cfg.cutmix,
-                switch_prob=cfg.mixup_switch_prob,
-                label_smoothing=cfg.smoothing,
-                num_classes=len(self.classes),
-            )
-            self.criterion: nn.Module = SoftTargetCrossEntropy()
-        elif cfg.smoothing > 0:
-            self.criterion = LabelSmoothingCrossEntropy(cfg.smoothing)
-        else:
-            self.criterion = nn.CrossEntropyLoss()
+        self.task.setup_loss(self.classes)
 
     # ----- checkpoints ----------------------------------------------------
     def state(self) -> Dict[str, Any]:
         return {
+            "task": self.task.name,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -391,7 +367,7 @@ class Trainer:
             "epoch": self.epoch,
             "batches_done": self.batches_done,
             "global_step": self.global_step,
-            "best_top1": self.best_top1,
+            "best_metric": self.best_metric,
             "history": self.history,
             "epoch_loss_sum": self.epoch_loss_sum,
             "epoch_samples": self.epoch_samples,
@@ -411,23 +387,29 @@ class Trainer:
         except RuntimeError as err:
             raise CheckpointError(f"the checkpoint does not fit {self.cfg.model}: {str(err).splitlines()[0]}") from None
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        planned = ckpt["config"]["epochs"]
-        if self.cfg.epochs == planned:
+        saved = ckpt["config"]
+        planned = (saved.get("epochs"), saved.get("iterations"))
+        replanned = (self.cfg.epochs, self.cfg.iterations) != planned
+        if not replanned:
             self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None and ckpt.get("model_ema"):
             self.ema.module.load_state_dict(ckpt["model_ema"])
-        for key in ("epoch", "batches_done", "global_step", "best_top1", "history", "epoch_loss_sum",
+        for key in ("epoch", "batches_done", "global_step", "history", "epoch_loss_sum",
                     "epoch_samples", "skipped_images", "train_seconds"):  # fmt: skip
             setattr(self, key, ckpt[key])
+        best = ckpt.get("best_metric", ckpt.get("best_top1"))  # best_top1: checkpoints of fatvit <= 0.1
+        self.best_metric = best if best is not None and self.history else -math.inf
         _set_rng_state(ckpt["rng"])
         before = self._lr()
         self.scheduler.step_update(num_updates=self.global_step)
-        if self.cfg.epochs != planned and self.dist.is_main:
+        if replanned and self.dist.is_main:
+            old = f"{planned[0]} epochs" if planned[0] is not None else f"{planned[1]} iterations"
+            new = f"{self.cfg.epochs} epochs" if self.cfg.epochs is not None else f"{self.cfg.iterations} iterations"
             print(
-                f"epochs {planned} -> {self.cfg.epochs}: the cosine schedule is re-planned over {self.cfg.epochs} "
-                f"epochs; at step {self.global_step} the lr goes from {before:.3e} to {self._lr():.3e}",
+                f"{old} -> {new}: the {self.cfg.sched} schedule is re-planned over {new}; "
+                f"at step {self.global_step} the lr goes from {before:.3e} to {self._lr():.3e}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -445,38 +427,42 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
 
     def _train_epoch(self) -> bool:
-        """Train from ``batches_done`` to the end of ``epoch``; False if ``max_steps`` stopped it."""
+        """Train from ``batches_done`` to the end of ``epoch`` (or of the run's iterations); False if
+        ``max_steps`` stopped it."""
         cfg = self.cfg
         self.train_set.set_epoch(self.epoch)
         self.train_sampler.set_epoch(self.epoch, start=self.batches_done * cfg.batch_size)
-        loader = make_loader(self.train_set, self.train_sampler, cfg.batch_size, cfg.workers, drop_last=True)
+        loader = make_loader(self.train_set, self.train_sampler, cfg.batch_size, cfg.workers, drop_last=True,
+                             collate_fn=self.task.collate)  # fmt: skip
         self.train_model.train()
-        total = self.micro_batches_per_epoch - self.batches_done
+        steps_left = self.total_steps - self.global_step
+        total = min(self.micro_batches_per_epoch - self.batches_done, steps_left * cfg.accum_steps)
         bar = tqdm(
-            loader, total=total, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", disable=not self.dist.is_main,
+            loader, total=total, desc=f"epoch {self.epoch + 1}/{self.num_epochs}", disable=not self.dist.is_main,
             leave=False, dynamic_ncols=True, file=sys.stderr,
         )  # fmt: skip
         seen, start = 0, time.perf_counter()
-        for images, targets, skipped in bar:  # the sampler yields exactly the epoch's remaining batches
+        for inputs, targets, skipped in bar:  # the sampler yields exactly the epoch's remaining batches
             self.skipped_images += skipped
             if skipped:
                 _log.warning("%d unreadable image(s) skipped so far", self.skipped_images)
-            if self.mixup is not None and len(targets) % 2:
-                # Mixup pairs samples; a batch that lost an unreadable image may be odd
-                images, targets = images[:-1], targets[:-1]
-            if len(targets) == 0:  # every (usable) image of the batch was unreadable
+            inputs, targets = self.task.prepare_batch(inputs, targets, self.device, cfg.channels_last)
+            n = self.task.batch_size_of(targets)
+            if n == 0:  # every (usable) image of the batch was unreadable
                 self.batches_done += 1
                 continue
-            loss = self._train_micro_batch(images, targets)
+            loss = self._train_micro_batch(inputs, targets, n)
             self.batches_done += 1
-            seen += len(targets)
+            seen += n
             if self.batches_done % cfg.accum_steps == 0:
                 self._optimizer_step(loss)
                 rate = seen * self.dist.world_size / max(time.perf_counter() - start, 1e-9)
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self._lr():.2e}", img_s=f"{rate:.0f}")
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self._lr():.2e}", img_s=f"{rate:.1f}")
                 if self.max_steps is not None and self.global_step >= self.max_steps:
                     self._add_train_time(start)
                     return False
+                if self.global_step >= self.total_steps:  # the run's iterations end inside this epoch
+                    break
                 if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0:
                     start = self._add_train_time(start)  # the checkpoint records the time so far
                     self._sync_batchnorm_stats()
@@ -491,25 +477,20 @@ class Trainer:
         self.train_seconds += now - start
         return now
 
-    def _train_micro_batch(self, images: torch.Tensor, targets: torch.Tensor) -> float:
+    def _train_micro_batch(self, inputs: Any, targets: Any, n: int) -> float:
         cfg = self.cfg
-        images, targets = images.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
-        if self.mixup is not None:
-            images, targets = self.mixup(images, targets)
-        if cfg.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
         final = (self.batches_done + 1) % cfg.accum_steps == 0
         sync = nullcontext() if final or not self.dist.distributed else self.train_model.no_sync()
         with sync:
             with self._autocast():
-                loss = self.criterion(self.train_model(images), targets)
+                loss = self.task.loss(self.train_model, inputs, targets)
             scaled = loss / cfg.accum_steps
             if self.scaler is not None:
                 self.scaler.scale(scaled).backward()
             else:
                 scaled.backward()
         # the mean loss over all ranks: logged, and the same NaN verdict on every rank
-        stats = all_reduce_sum(torch.stack([loss.detach().float() * len(targets), torch.tensor(float(len(targets)))]))
+        stats = all_reduce_sum(torch.stack([loss.detach().float() * n, loss.new_tensor(float(n), dtype=torch.float32)]))
         mean_loss = (stats[0] / stats[1]).item()
         if not math.isfinite(mean_loss):
             last = self.out / "last.pth"
@@ -561,61 +542,67 @@ class Trainer:
             if self.ema is not None:
                 distribute_bn(self.ema.module, self.dist.world_size, reduce=True)
 
-    def _end_epoch(self) -> EvalResult:
-        cfg = self.cfg
+    def _evaluate(self, model: nn.Module) -> Dict[str, Any]:
+        return self.task.evaluate(model, self.val_loader, self.device, self.amp_dtype, self.cfg.channels_last)
+
+    def _end_epoch(self) -> Dict[str, Any]:
+        task = self.task
         self._sync_batchnorm_stats()
-        result = evaluate(self.model, self.val_loader, self.device, self.amp_dtype, cfg.channels_last)
+        metrics = self._evaluate(self.model)
         row: Dict[str, Any] = dict(
             epoch=self.epoch + 1,
             step=self.global_step,
             train_loss=self.epoch_loss_sum / max(self.epoch_samples, 1),
-            val_loss=result.loss,
-            val_top1=result.top1,
-            val_top5=result.top5,
+            **task.row(metrics),
             lr=self._lr(),
             train_seconds=round(self.train_seconds, 2),
             skipped_images=self.skipped_images,
-            val_images=result.images,
-            val_skipped_images=result.skipped_images,
+            val_images=metrics["images"],
+            val_skipped_images=metrics["skipped_images"],
         )
         if self.ema is not None:
-            row["ema_top1"] = evaluate(self.ema.module, self.val_loader, self.device, self.amp_dtype).top1
+            row[f"ema_{task.primary_metric}"] = self._evaluate(self.ema.module)[task.primary_metric]
         self.history.append(row)
-        improved = result.top1 > self.best_top1
-        self.best_top1 = max(self.best_top1, result.top1)
+        value = metrics[task.primary_metric]
+        improved = value > self.best_metric  # NaN never improves
+        if improved:
+            self.best_metric = value
         self.epoch += 1
         self.batches_done = 0
         self.epoch_loss_sum, self.epoch_samples = 0.0, 0
         if self.dist.is_main:
             append_csv(self.out / "metrics.csv", row)
-            for key in ("train_loss", "val_loss", "val_top1", "val_top5"):  # per epoch, at the epoch's last step
-                self.writer.add_scalar(f"epoch/{key}", row[key], self.global_step)
+            for key, value in row.items():  # per epoch, at the epoch's last step
+                if key == "train_loss" or (key.startswith("val_") and key not in ("val_images", "val_skipped_images")):
+                    self.writer.add_scalar(f"epoch/{key}", value, self.global_step)
             self.writer.flush()
-            plot_curves(self.history, self.out / "training_curves.png")
+            plot_curves(self.history, self.out / "training_curves.png", f"val_{task.primary_metric}",
+                        task.metric_title)  # fmt: skip
             print(
-                f"epoch {self.epoch}/{cfg.epochs}  train loss {row['train_loss']:.4f}  val loss {result.loss:.4f}  "
-                f"top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  lr {row['lr']:.2e}",
+                f"epoch {self.epoch}/{self.num_epochs}  train loss {row['train_loss']:.4f}  {task.epoch_line(metrics)}"
+                f"  lr {row['lr']:.2e}",
                 file=sys.stderr,
                 flush=True,
             )
         self.save("last")
         if improved:
             self.save("best")
-        return result
+        return metrics
 
     def fit(self) -> Dict[str, Any]:
-        """Train to the last epoch (or ``max_steps``); returns what ``summary.json`` holds."""
+        """Train to the last epoch or iteration (or ``max_steps``); returns what ``summary.json`` holds."""
         cfg = self.cfg
         if self.dist.is_main:
+            length = f"{cfg.iterations} iterations" if cfg.iterations is not None else f"{cfg.epochs} epochs"
             print(
-                f"training {cfg.model} on {cfg.data or 'the embedded digits set'}: {len(self.train_set)} train / "
+                f"training {cfg.model} on {cfg.data or self.task.embedded_name}: {len(self.train_set)} train / "
                 f"{len(self.val_set)} val images, {len(self.classes)} classes, {self.dist.world_size} process(es) "
-                f"on {self.device}, global batch {self.global_batch}, lr {self.lr:.2e}; output {self.out}",
+                f"on {self.device}, global batch {self.global_batch}, lr {self.lr:.2e}, {length}; output {self.out}",
                 file=sys.stderr,
                 flush=True,
             )
         try:
-            while self.epoch < cfg.epochs:
+            while self.epoch < self.num_epochs and self.global_step < self.total_steps:
                 if not self._train_epoch():
                     self._sync_batchnorm_stats()
                     self.save("last")
@@ -630,14 +617,14 @@ class Trainer:
 
     def _summary(self, finished: bool) -> Dict[str, Any]:
         last = self.history[-1] if self.history else {}
+        best = self.best_metric if self.history and math.isfinite(self.best_metric) else None
         summary = dict(
+            task=self.task.name,
             model=self.cfg.model,
             finished=finished,
             epochs=self.epoch,
             steps=self.global_step,
-            final_top1=last.get("val_top1"),
-            final_top5=last.get("val_top5"),
-            best_top1=self.best_top1 if self.history else None,
+            **self.task.summary(last, best),
             train_seconds=round(self.train_seconds, 2),
             world_size=self.dist.world_size,
             global_batch=self.global_batch,

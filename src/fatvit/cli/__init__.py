@@ -11,7 +11,7 @@ import sys
 from typing import List, NoReturn
 
 from ..errors import FatvitError
-from . import benchmark, explain, export, predict, summary, table, train
+from . import benchmark, detect, explain, export, predict, segment, summary, table, train
 from . import eval as eval_verb
 
 VERBS = {
@@ -23,6 +23,8 @@ VERBS = {
     "table": table,
     "export": export,
     "benchmark": benchmark,
+    "detect": detect,
+    "segment": segment,
 }
 
 
@@ -39,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fatvit",
         description=(
             "FAT (Fully Adaptive Transformer) models: training, evaluation, predictions, explanations, tables, "
-            "ONNX export and benchmarks."
+            "ONNX export and benchmarks; COCO detection (fatvit detect) and semantic segmentation (fatvit segment)."
         ),
     )
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB", parser_class=Parser)

@@ -69,6 +69,7 @@ def build_detector(
     max_size: int = 1333,
     backbone_weights: Optional[str] = None,
     detections_per_img: int = 100,
+    score_thresh: float = 0.05,
     **backbone_kwargs: Any,
 ) -> nn.Module:
     """Detector ``name`` for ``num_classes`` object classes, resizing images to ``min_size``/``max_size``.
@@ -76,6 +77,7 @@ def build_detector(
     Args:
         backbone_weights: a classification checkpoint of the backbone (fatvit's or the authors').
         detections_per_img: kept per image after NMS (mmdet's 100; torchvision's RetinaNet default is 300).
+        score_thresh: detections scoring less are dropped before NMS.
         backbone_kwargs: model arguments of the backbone (``interaction``, ``drop_path_rate`` ...).
 
     Raises:
@@ -95,13 +97,13 @@ def build_detector(
     if cfg.head == "retinanet":
         stages = StageFeatures(cfg.backbone, (1, 2, 3), **kwargs)
         neck = FPNFeatures(stages, 256, LastLevelP6P7FromC5(stages.out_channels[-1], 256))
-        model: nn.Module = RetinaNet(neck, num_classes=num_classes, **common)
+        model: nn.Module = RetinaNet(neck, num_classes=num_classes, score_thresh=score_thresh, **common)
         model.label_offset = 0
     else:
         stages = StageFeatures(cfg.backbone, (0, 1, 2, 3), **kwargs)
         neck = FPNFeatures(stages, 256, LastLevelMaxPool())
         model = MaskRCNN(neck, num_classes=num_classes + 1, box_detections_per_img=detections_per_img,
-                         min_size=min_size, max_size=max_size)  # fmt: skip
+                         box_score_thresh=score_thresh, min_size=min_size, max_size=max_size)  # fmt: skip
         model.label_offset = 1
     if backbone_weights:
         load_backbone_weights(stages, backbone_weights)

@@ -1,0 +1,83 @@
+"""What ``fatvit detect`` and ``fatvit segment`` share: their train/eval/predict sub-verbs' common options."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from ..errors import FatvitError
+from ..files import prepare_output_dir
+from ..predictions import find_images
+from .format import positive_int
+
+
+def add_actions(p: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    return p.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=type(p))
+
+
+def add_eval_options(p: argparse.ArgumentParser, data_help: str) -> None:
+    p.add_argument("--checkpoint", required=True, help="a checkpoint or model.safetensors of a training run")
+    p.add_argument("--data", help=data_help)
+    p.add_argument("--split", choices=("val", "train"), default="val", help="which split (default: val)")
+    p.add_argument("--batch-size", type=positive_int, default=2, help="images per batch (default: 2)")
+    p.add_argument("--workers", type=int, default=0, help="data loading processes (default: 0)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--ema", action="store_true", help="evaluate the EMA weights of a training checkpoint")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+
+def add_predict_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and folders")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint or model.safetensors of a training run")
+    p.add_argument("--output", required=True, metavar="DIR", help="folder for the drawn images (<name>.png)")
+    p.add_argument("--overwrite", action="store_true", help="replace drawn images already in --output")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--ema", action="store_true", help="use the EMA weights of a training checkpoint")
+    p.add_argument("--json", action="store_true", help="print one JSON record per image")
+
+
+def check_device(device: str) -> str:
+    import torch
+
+    kind, _, index = device.partition(":")
+    if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
+        raise FatvitError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise FatvitError(f"--device {device}: no CUDA device is available")
+    return device
+
+
+def output_paths(inputs: Sequence[str], output: str, overwrite: bool) -> List[tuple]:
+    """(image, drawn image) pairs: every image the inputs name, and ``OUTPUT/<stem>.png`` for it; checked
+    before any work (a name taken twice, or a file there without ``overwrite``, is an error)."""
+    images = find_images(inputs)
+    out = prepare_output_dir(output)
+    pairs, seen = [], {}
+    for image in images:
+        target = out / f"{image.stem}.png"
+        if target in seen:
+            raise FatvitError(f"{image} and {seen[target]} would both be drawn as {target}: rename one")
+        seen[target] = image
+        if target.exists() and not overwrite:
+            raise FatvitError(f"{target} exists; give --overwrite to replace it")
+        pairs.append((image, target))
+    return pairs
+
+
+def model_of(args: argparse.Namespace) -> Optional[str]:
+    """The model a training command names (--model, or --set model=...), if any."""
+    for item in reversed(args.overrides):
+        key, _, value = item.partition("=")
+        if key.strip() == "model":
+            return value.strip()
+    return getattr(args, "model", None)
+
+
+def save_png(image, path: Path) -> None:  # noqa: ANN001 - a uint8 CHW tensor
+    from PIL import Image
+
+    from ..files import atomic_write
+
+    with atomic_write(path) as f:
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(f, format="PNG")

@@ -1,0 +1,143 @@
+"""``fatvit segment train|eval|predict``: Semantic FPN on FAT backbones, data in the ADE20K layout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..config import SegmentConfig
+from ..errors import FatvitError
+from ..segmentation.models import SEGMENTERS
+from .dense import add_actions, add_eval_options, add_predict_options, check_device, output_paths, save_png
+from .format import render_table
+from .train import add_training_arguments, run_training
+
+DATA_HELP = (
+    "a folder in the ADE20K layout: images/{training,validation}/*.jpg and annotations/{training,validation}/"
+    "*.png (0 ignored, classes 1..N; class names in classes.txt or objectInfo150.txt); default: the embedded "
+    "digit scenes"
+)
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(
+        name,
+        help="semantic segmentation: train, evaluate, predict (Semantic FPN)",
+        description=(
+            f"Semantic segmentation with Semantic FPN on FAT backbones: {', '.join(SEGMENTERS)}. Without --data, "
+            "the embedded digit scenes (written in the ADE20K layout)."
+        ),
+    )
+    actions = add_actions(p)
+    t = actions.add_parser(
+        "train",
+        help="train a segmenter",
+        description=(
+            f"Train a segmenter on {DATA_HELP.split('; default')[0]} with the paper's ADE20K recipe, or, without "
+            "--data, on the embedded digit scenes (recipe digit_scenes_segment). Launch with torchrun for DDP."
+        ),
+    )
+    add_training_arguments(t, SegmentConfig, "digit_scenes_segment without --data, ade20k_semantic_fpn with it")
+    t.set_defaults(run=run_train)
+    e = actions.add_parser(
+        "eval",
+        help="mIoU, mAcc, aAcc and per-class IoU of a trained segmenter",
+        description="The mIoU table of a trained segmenter on a split, as mmseg computes it (one confusion matrix "
+        "over the split, ignore index 255); --json for scripts.",
+    )
+    add_eval_options(e, DATA_HELP)
+    e.add_argument("--mode", choices=("whole", "slide"), help="inference: whole image or sliding window "
+                   "(default: as the checkpoint records)")  # fmt: skip
+    e.set_defaults(run=run_eval)
+    pr = actions.add_parser(
+        "predict",
+        help="draw a segmenter's class map on images",
+        description="Run a trained segmenter on image files and folders and write each image with its predicted "
+        "classes overlaid (torchvision's draw_segmentation_masks) as OUTPUT/<name>.png.",
+    )
+    add_predict_options(pr)
+    pr.add_argument("--draw-background", action="store_true", help="also colour the class named 'background'")
+    pr.set_defaults(run=run_predict)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    given_data = args.data is not None or any(o.partition("=")[0].strip() == "data" for o in args.overrides)
+    recipe = None if args.resume else (args.config or ("ade20k_semantic_fpn" if given_data else "digit_scenes_segment"))
+    return run_training(
+        args, SegmentConfig, recipe, "fatvit segment train",
+        lambda s: f"mIoU {s['final_metrics']['mIoU']:.3f} (best {s['best_mIoU']:.3f})",
+    )  # fmt: skip
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from ..segmentation.inference import evaluate_checkpoint
+
+    if args.batch_size != 2:
+        raise FatvitError("--batch-size does not apply to segment eval: images are scored one at a time")
+    device = check_device(args.device)
+    result = evaluate_checkpoint(args.checkpoint, args.data, args.split, args.workers, device, args.ema, args.mode)
+    classes = result.pop("classes")
+    if args.json:
+        per_class = dict(zip(classes, result.pop("per_class_iou")))
+        result.pop("per_class_acc")
+        out = {k: (None if v != v else v) for k, v in result.items()}
+        out["per_class_iou"] = {k: (None if v != v else v) for k, v in per_class.items()}
+        print(json.dumps(out, indent=2))
+        return 0
+    rows = [[name, _pct(iou), _pct(acc)] for name, iou, acc in zip(classes, result["per_class_iou"],
+                                                                    result["per_class_acc"])]  # fmt: skip
+    print(render_table(["class", "IoU (%)", "Acc (%)"], rows))
+    print(f"mIoU {_pct(result['mIoU'])}  mAcc {_pct(result['mAcc'])}  aAcc {_pct(result['aAcc'])}  "
+          f"({result['images']} images)")  # fmt: skip
+    return 0
+
+
+def _pct(value: float) -> str:
+    return "-" if value != value else f"{100 * value:.2f}"
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from ..segmentation.inference import draw_classes, load_segmenter, segment_image
+
+    device = check_device(args.device)
+    pairs = output_paths(args.inputs, args.output, args.overwrite)
+    model, meta = load_segmenter(args.checkpoint, args.ema)
+    classes = list(meta.get("classes") or [f"class_{i}" for i in range(int(meta["num_classes"]))])
+    skip = [] if args.draw_background else [i for i, c in enumerate(classes) if c == "background"]
+    records = []
+    for image_path, target in pairs:
+        try:
+            image, class_map = segment_image(model, meta, image_path, device)
+        except OSError as err:
+            print(f"fatvit: skipping unreadable image {image_path}: {err}", file=sys.stderr)
+            continue
+        except Exception as err:  # Pillow's errors for a corrupt file
+            if "PIL" not in type(err).__module__:
+                raise
+            print(f"fatvit: skipping unreadable image {image_path}: {type(err).__name__}: {err}", file=sys.stderr)
+            continue
+        save_png(draw_classes(image, class_map, len(classes), skip), target)
+        counts = torch_counts(class_map, len(classes))
+        records.append(dict(path=str(image_path), drawn=str(target),
+                            classes={classes[c]: round(n, 4) for c, n in counts.items()}))  # fmt: skip
+    if not records:
+        raise FatvitError("none of the images could be read")
+    if args.json:
+        print(json.dumps(records, indent=2))
+    else:
+        for r in records:
+            top = sorted(r["classes"].items(), key=lambda kv: -kv[1])[:5]
+            print(
+                f"{r['path']}: " + ", ".join(f"{name} {100 * share:.1f}%" for name, share in top) + f" -> {r['drawn']}"
+            )
+    return 0
+
+
+def torch_counts(class_map, num_classes: int) -> dict:  # noqa: ANN001 - a HxW tensor
+    """The share of the pixels of each class present in a class map."""
+    import torch
+
+    counts = torch.bincount(class_map.reshape(-1), minlength=num_classes).double()
+    shares = counts / counts.sum()
+    return {c: float(shares[c]) for c in range(num_classes) if counts[c] > 0}

@@ -1,0 +1,208 @@
+"""COCO detection data: an images folder and an instances JSON, read with pycocotools.
+
+:class:`CocoDetection` checks the file once, when it is opened:
+
+- an annotation naming an unknown category or image, a mask whose RLE size
+  is not its image's, a JSON that is not COCO: one :class:`FatvitError`;
+- image files that do not exist: one error naming the first and the count;
+- boxes are clipped to their image, and dropped if nothing is left of them
+  (zero width or height, wholly outside): counted in ``clipped_boxes`` and
+  ``dropped_boxes`` and reported in one warning;
+- crowd annotations (``iscrowd=1``) are left out of training targets
+  (COCOeval reads them from the file in evaluation); images without
+  annotations are kept (no targets: only background).
+
+A sample is ``(PIL image, target)`` with ``boxes`` (x1, y1, x2, y2 in
+pixels), ``labels`` (class index, 0-based, in the order of the sorted
+category ids), ``masks`` (``uint8``, one per box) when asked for, and
+``image_id``. An unreadable image file gives ``None`` (counted and skipped
+by :func:`collate_detection`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from ..data import load_rgb
+from ..errors import FatvitError
+
+__all__ = ["CocoDetection", "detection_transform", "collate_detection", "open_coco"]
+
+
+def open_coco(annotations: str | Path) -> Any:
+    """A pycocotools ``COCO`` of an instances JSON, its errors turned into one :class:`FatvitError`."""
+    from pycocotools.coco import COCO
+
+    path = Path(annotations)
+    if not path.is_file():
+        raise FatvitError(f"annotation file not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise FatvitError(f"cannot read {path}: not a JSON file ({err})") from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "categories")):
+        raise FatvitError(f"{path} is not a COCO instances file (it needs 'images' and 'categories' lists)")
+    data.setdefault("annotations", [])
+    coco = COCO()
+    coco.dataset = data
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco.createIndex()
+    except (KeyError, TypeError) as err:
+        raise FatvitError(f"{path} is not a COCO instances file: an entry lacks {err}") from None
+    return coco
+
+
+def _check_annotations(coco: Any, path: Path) -> None:
+    images, categories = coco.imgs, coco.cats
+    for ann in coco.dataset["annotations"]:
+        where = f"{path}: annotation {ann.get('id')}"
+        if ann.get("image_id") not in images:
+            raise FatvitError(f"{where} names image {ann.get('image_id')!r}, which the file does not list")
+        if ann.get("category_id") not in categories:
+            known = ", ".join(str(c) for c in sorted(categories))
+            raise FatvitError(f"{where} has category {ann.get('category_id')!r}, not one of the file's ({known})")
+        box = ann.get("bbox")
+        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
+            raise FatvitError(f"{where} has no valid bbox [x, y, width, height]: {box!r}")
+        seg = ann.get("segmentation")
+        if isinstance(seg, dict):
+            img = images[ann["image_id"]]
+            if list(seg.get("size", [])) != [img["height"], img["width"]]:
+                raise FatvitError(
+                    f"{where}: its mask is {seg.get('size')} (height, width) but image {img['id']} is "
+                    f"{img['height']}x{img['width']}"
+                )
+
+
+class CocoDetection(Dataset):
+    """A COCO instances file and its images folder (see the module's doc).
+
+    Args:
+        images: the folder of the images (``file_name`` is relative to it).
+        annotations: the instances JSON.
+        train: leave crowd annotations out of the targets.
+        masks: give instance masks (Mask R-CNN).
+        transform: called as ``transform(image, target)``.
+    """
+
+    def __init__(
+        self,
+        images: str | Path,
+        annotations: str | Path,
+        train: bool = True,
+        masks: bool = False,
+        transform: Optional[Callable] = None,
+    ) -> None:
+        self.root = Path(images)
+        self.annotations = Path(annotations)
+        if not self.root.is_dir():
+            raise FatvitError(f"image folder not found: {self.root}")
+        self.coco = open_coco(self.annotations)
+        _check_annotations(self.coco, self.annotations)
+        self.cat_ids = sorted(self.coco.cats)
+        if not self.cat_ids:
+            raise FatvitError(f"{self.annotations} lists no categories")
+        self.classes = [str(self.coco.cats[c]["name"]) for c in self.cat_ids]
+        self.label_of = {c: i for i, c in enumerate(self.cat_ids)}
+        self.ids = sorted(self.coco.imgs)
+        names = [self.coco.imgs[i]["file_name"] for i in self.ids]
+        missing = [name for name in names if not (self.root / name).is_file()]
+        if missing:
+            raise FatvitError(
+                f"{len(missing)} image(s) listed in {self.annotations} are not in {self.root} (first: {missing[0]})"
+            )
+        self.train = train
+        self.masks = masks
+        self.transform = transform
+        self.clipped_boxes = 0
+        self.dropped_boxes = 0
+        self.crowd_left_out = 0
+        self._targets = [self._sanitize(i) for i in self.ids]
+        if self.clipped_boxes or self.dropped_boxes:
+            warnings.warn(
+                f"{self.annotations}: {self.clipped_boxes} box(es) clipped to their image, {self.dropped_boxes} "
+                "dropped (zero width or height, or outside the image)",
+                stacklevel=2,
+            )
+
+    def _sanitize(self, image_id: int) -> List[Dict[str, Any]]:
+        info = self.coco.imgs[image_id]
+        w, h = float(info["width"]), float(info["height"])
+        kept = []
+        for ann in self.coco.imgToAnns.get(image_id, []):
+            if self.train and ann.get("iscrowd", 0):
+                self.crowd_left_out += 1
+                continue
+            x, y, bw, bh = (float(v) for v in ann["bbox"])
+            box = [min(max(x, 0.0), w), min(max(y, 0.0), h), min(max(x + bw, 0.0), w), min(max(y + bh, 0.0), h)]
+            if box[2] - box[0] < 1e-3 or box[3] - box[1] < 1e-3:
+                self.dropped_boxes += 1
+                continue
+            if box != [x, y, x + bw, y + bh]:
+                self.clipped_boxes += 1
+            kept.append(dict(box=box, label=self.label_of[ann["category_id"]], ann=ann))
+        return kept
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> Optional[Tuple[Any, Dict[str, Any]]]:
+        image_id = self.ids[index]
+        info = self.coco.imgs[image_id]
+        path = self.root / info["file_name"]
+        try:
+            img = load_rgb(str(path))
+        except Exception as err:  # truncated, corrupt or unreadable file
+            warnings.warn(f"skipping unreadable image {path}: {type(err).__name__}: {err}", stacklevel=1)
+            return None
+        if img.size != (info["width"], info["height"]):
+            raise FatvitError(
+                f"{path} is {img.size[0]}x{img.size[1]} but {self.annotations} says {info['width']}x{info['height']}"
+            )
+        objects = self._targets[index]
+        size = (img.size[1], img.size[0])
+        boxes = torch.tensor([o["box"] for o in objects], dtype=torch.float32).reshape(-1, 4)
+        target: Dict[str, Any] = dict(
+            boxes=tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=size),
+            labels=torch.tensor([o["label"] for o in objects], dtype=torch.int64),
+            image_id=image_id,
+        )
+        if self.masks:
+            arr = np.stack([self.coco.annToMask(o["ann"]) for o in objects]) if objects else np.zeros((0, *size))
+            target["masks"] = tv_tensors.Mask(torch.from_numpy(arr.astype(np.uint8)))
+        if self.transform is not None:
+            img, target = self.transform(img, target)
+        return img, target
+
+
+def detection_transform(train: bool, hflip: float = 0.5) -> Callable:
+    """PIL image and target to a float image in [0, 1] (the detector resizes and normalises), flipped in training."""
+    steps: List[Any] = [v2.ToImage()]
+    if train and hflip > 0:
+        steps.append(v2.RandomHorizontalFlip(hflip))
+    steps.append(v2.ToDtype(torch.float32, scale=True))
+    return v2.Compose(steps)
+
+
+def collate_detection(
+    batch: Sequence[Optional[Tuple[torch.Tensor, Dict[str, Any]]]],
+) -> Tuple[List[torch.Tensor], List[Dict[str, Any]], int]:
+    """Images and targets as lists (they differ in size), without the ``None`` of unreadable images; and their count."""
+    kept = [item for item in batch if item is not None]
+    images = [img for img, _ in kept]
+    targets = [
+        {k: (v.as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v) for k, v in t.items()} for _, t in kept
+    ]
+    return images, targets, len(batch) - len(kept)

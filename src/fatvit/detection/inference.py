@@ -1,0 +1,109 @@
+"""A trained detector read back from its file: evaluation on a COCO split, and drawn predictions.
+
+The file's record (written by training: model, arguments, classes, category
+ids, image sizes) says how to rebuild the detector; its weights are then
+loaded strictly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
+from ..checkpoint import PathLike, apply_state_dict, read_checkpoint
+from ..data import ResumableSampler, SeededDataset, load_rgb, make_loader
+from ..errors import FatvitError
+from .data import CocoDetection, collate_detection, detection_transform
+from .models import build_detector
+from .task import coco_split, data_root, evaluate_detector
+
+__all__ = ["load_detector", "evaluate_checkpoint", "detect_images", "draw_detections"]
+
+
+def load_detector(path: PathLike, use_ema: bool = False) -> Tuple[nn.Module, Dict[str, Any]]:
+    """The detector a fatvit detection file records, weights loaded, in eval mode on the CPU; and its record.
+
+    Raises:
+        FatvitError: an unreadable file, or one that holds no fatvit detector.
+    """
+    state_dict, meta = read_checkpoint(path, use_ema=use_ema)
+    if meta.get("task") != "detect":
+        what = f"a {meta['task']!r} model" if meta.get("task") else "no record of a fatvit detector"
+        raise FatvitError(f"{path} holds {what}: give a checkpoint of fatvit detect train")
+    model = build_detector(
+        meta["model"], num_classes=int(meta["num_classes"]), min_size=int(meta["min_size"]),
+        max_size=int(meta["max_size"]), detections_per_img=int(meta.get("detections_per_img", 100)),
+        score_thresh=float(meta.get("score_thresh", 0.05)),
+        **dict(meta.get("model_kwargs", {})),
+    )  # fmt: skip
+    apply_state_dict(model, state_dict, path, meta=meta)
+    return model.eval(), meta
+
+
+def evaluate_checkpoint(
+    path: PathLike,
+    data: Optional[str] = None,
+    split: str = "val",
+    batch_size: int = 2,
+    workers: int = 0,
+    device: str = "cpu",
+    use_ema: bool = False,
+) -> Tuple[Dict[str, Any], str]:
+    """COCO AP of the detector in ``path`` on a split of ``data`` (default: the embedded scenes), and
+    COCOeval's tables as text.
+
+    Raises:
+        FatvitError: the data's categories are not the ones the detector was trained on.
+    """
+    model, meta = load_detector(path, use_ema)
+    images, annotations = coco_split(data_root(data), split)
+    masks = hasattr(model, "roi_heads")
+    dataset = CocoDetection(images, annotations, train=False, masks=masks)
+    if [int(c) for c in meta.get("category_ids", dataset.cat_ids)] != dataset.cat_ids:
+        raise FatvitError(
+            f"{annotations} lists other categories than {path} detects ({len(dataset.cat_ids)} against "
+            f"{len(meta.get('category_ids', []))})"
+        )
+    dev = torch.device(device)
+    model.to(dev)
+    loader = make_loader(
+        SeededDataset(dataset, detection_transform(False), 0, joint=True),
+        ResumableSampler(len(dataset), shuffle=False, pad=False), batch_size, workers, drop_last=False,
+        collate_fn=collate_detection,
+    )  # fmt: skip
+    return evaluate_detector(model, loader, dataset.coco, dataset.cat_ids, dev)
+
+
+@torch.no_grad()
+def detect_images(model: nn.Module, paths: Sequence[Path], device: str = "cpu") -> List[Dict[str, Any]]:
+    """The detector's raw outputs for each image file (boxes, labels with the model's offset, scores, masks)."""
+    dev = torch.device(device)
+    model.to(dev).eval()
+    to_tensor = detection_transform(False)
+    outputs = []
+    for path in paths:
+        image = to_tensor(load_rgb(str(path)), {})[0]
+        (out,) = model([image.to(dev)])
+        outputs.append({k: v.cpu() for k, v in out.items()})
+    return outputs
+
+
+def draw_detections(
+    image: torch.Tensor, output: Dict[str, torch.Tensor], classes: Sequence[str], label_offset: int,
+    score_threshold: float = 0.5,
+) -> torch.Tensor:  # fmt: skip
+    """``image`` (uint8, 3xHxW) with the detections scoring at least ``score_threshold`` drawn: masks, boxes,
+    class names and scores (torchvision's drawing utilities)."""
+    keep = output["scores"] >= score_threshold
+    boxes, scores = output["boxes"][keep], output["scores"][keep]
+    labels = [f"{classes[int(lab) - label_offset]} {s:.2f}" for lab, s in zip(output["labels"][keep], scores)]
+    canvas = image
+    if "masks" in output and keep.any():
+        canvas = draw_segmentation_masks(canvas, output["masks"][keep][:, 0] > 0.5, alpha=0.45)
+    if len(boxes):
+        canvas = draw_bounding_boxes(canvas, boxes, labels=labels, width=2)
+    return canvas

@@ -1,0 +1,196 @@
+"""Detection as a task of the training engine: COCO data, torchvision's detectors, COCO AP."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from ..checkpoint import fat_interaction, load_finetune
+from ..data import Splits
+from ..distributed import all_reduce_sum
+from ..errors import FatvitError, unknown_choice
+from ..scenes import embedded_scenes
+from ..task import Task
+from .data import CocoDetection, collate_detection, detection_transform
+from .metrics import COCO_STAT_NAMES, CocoEvaluator
+from .models import DETECTORS, build_detector
+
+__all__ = ["DetectionTask", "coco_split", "CLASS_LAYERS"]
+
+_log = logging.getLogger("fatvit.train")
+
+#: The layers of each detector head whose shape depends on the classes (replaced when fine-tuning).
+CLASS_LAYERS = {
+    "retinanet": ("head.classification_head.cls_logits.",),
+    "mask_rcnn": ("roi_heads.box_predictor.", "roi_heads.mask_predictor.mask_fcn_logits."),
+}
+
+
+def coco_split(root: str | Path, split: str) -> Tuple[Path, Path]:
+    """The images folder and instances JSON of ``split`` (train or val) in a COCO root.
+
+    ``ROOT/{split}2017/`` with ``ROOT/annotations/instances_{split}2017.json``
+    (COCO 2017), or ``ROOT/{split}/`` with ``ROOT/annotations/instances_{split}.json``.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FatvitError(f"data folder not found: {root}")
+    for name in (f"{split}2017", split):
+        images, annotations = root / name, root / "annotations" / f"instances_{name}.json"
+        if images.is_dir() and annotations.is_file():
+            return images, annotations
+    raise FatvitError(
+        f"{root} holds no COCO {split} split: expected {root}/{split}2017/ with "
+        f"{root}/annotations/instances_{split}2017.json (or {split}/ with instances_{split}.json)"
+    )
+
+
+def data_root(data: Optional[str]) -> Path:
+    """The COCO root of a config's ``data``: the folder itself, or the embedded scenes' ``coco/``."""
+    return Path(data) if data is not None else embedded_scenes() / "coco"
+
+
+def to_device(images: List[torch.Tensor], targets: List[Dict[str, Any]], device: torch.device, offset: int) -> Any:
+    images = [img.to(device, non_blocking=True) for img in images]
+    moved = []
+    for t in targets:
+        t = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in t.items()}
+        t["labels"] = t["labels"] + offset
+        moved.append(t)
+    return images, moved
+
+
+@torch.no_grad()
+def evaluate_detector(
+    model: nn.Module,
+    loader: Any,
+    coco_gt: Any,
+    cat_ids: Sequence[int],
+    device: torch.device,
+    amp_dtype: Optional[torch.dtype] = None,
+) -> Tuple[Dict[str, Any], str]:
+    """COCO AP of ``model`` over ``loader`` (all processes together), and COCOeval's tables as text."""
+    model.eval()
+    masks = hasattr(model, "roi_heads") and model.roi_heads.has_mask()
+    evaluator = CocoEvaluator(coco_gt, cat_ids, model.label_offset, ("bbox", "segm") if masks else ("bbox",))
+    images_seen, skipped_total = 0, 0
+    start = time.perf_counter()
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    for images, targets, skipped in loader:
+        skipped_total += skipped
+        if not images:
+            continue
+        with autocast:
+            outputs = model([img.to(device) for img in images])
+        evaluator.update([t["image_id"] for t in targets], outputs)
+        images_seen += len(images)
+    seconds = time.perf_counter() - start
+    metrics: Dict[str, Any] = evaluator.compute()
+    counts = all_reduce_sum(torch.tensor([float(images_seen), float(skipped_total)]))
+    metrics.update(images=int(counts[0].item()), skipped_images=int(counts[1].item()),
+                   images_per_s=counts[0].item() / max(seconds, 1e-9))  # fmt: skip
+    return metrics, evaluator.text
+
+
+class DetectionTask(Task):
+    name = "detect"
+    primary_metric = "bbox_AP"
+    metric_title = "val box AP"
+    joint_transform = True
+    embedded_name = "the embedded digit scenes (COCO format)"
+    find_unused_parameters = True  # Mask R-CNN's mask head gets no gradient from a batch without objects
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        if cfg.model not in DETECTORS:
+            raise unknown_choice("detector", cfg.model, DETECTORS)
+        self.head = DETECTORS[cfg.model].head
+        self.masks = self.head == "mask_rcnn"
+
+    def build_splits(self) -> Splits:
+        root = data_root(self.cfg.data)
+        train = CocoDetection(*coco_split(root, "train"), train=True, masks=self.masks)
+        val = CocoDetection(*coco_split(root, "val"), train=False, masks=self.masks)
+        if train.cat_ids != val.cat_ids:
+            raise FatvitError(
+                f"the train and val annotation files list other categories ({len(train.cat_ids)} and "
+                f"{len(val.cat_ids)}; ids {train.cat_ids[:5]}... and {val.cat_ids[:5]}...)"
+            )
+        self.val_coco = val.coco
+        self.cat_ids = train.cat_ids
+        if train.crowd_left_out:
+            _log.info("%d crowd annotation(s) left out of the training targets", train.crowd_left_out)
+        return Splits(train, val, train.classes)
+
+    def build_model(self, classes: Sequence[str], model_kwargs: Dict[str, Any], load_weights: bool = True) -> nn.Module:
+        cfg = self.cfg
+        model = build_detector(
+            cfg.model, num_classes=len(classes), min_size=cfg.min_size, max_size=cfg.max_size,
+            backbone_weights=cfg.backbone_weights if load_weights else None,
+            detections_per_img=cfg.detections_per_img, score_thresh=cfg.score_thresh, **model_kwargs,
+        )  # fmt: skip
+        if cfg.finetune and load_weights:
+            load_finetune(model, cfg.finetune, cfg.model, CLASS_LAYERS[self.head])
+        return model
+
+    def mean_std(self, model: nn.Module) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+        return tuple(model.transform.image_mean), tuple(model.transform.image_std)
+
+    def transforms(self, mean: Sequence[float], std: Sequence[float]) -> Tuple[Callable, Callable]:
+        # the detector normalises and resizes itself (GeneralizedRCNNTransform)
+        return detection_transform(True, self.cfg.hflip), detection_transform(False)
+
+    def collate(self, batch: Sequence[Any]) -> Tuple[Any, Any, int]:
+        return collate_detection(batch)
+
+    def prepare_batch(self, inputs: Any, targets: Any, device: torch.device, channels_last: bool) -> Tuple[Any, Any]:
+        return to_device(inputs, targets, device, self.label_offset)
+
+    @property
+    def label_offset(self) -> int:
+        return 1 if self.masks else 0
+
+    def loss(self, model: nn.Module, inputs: Any, targets: Any) -> torch.Tensor:
+        losses = model(inputs, targets)
+        return sum(losses.values())
+
+    def evaluate(
+        self, model: nn.Module, loader: Any, device: torch.device, amp_dtype: Optional[torch.dtype], channels_last: bool
+    ) -> Dict[str, Any]:
+        metrics, self.text = evaluate_detector(model, loader, self.val_coco, self.cat_ids, device, amp_dtype)
+        return metrics
+
+    def metric_keys(self) -> List[str]:
+        return [f"{t}_{n}" for t in (("bbox", "segm") if self.masks else ("bbox",)) for n in COCO_STAT_NAMES]
+
+    def row(self, metrics: Dict[str, Any]) -> Dict[str, Any]:
+        return {f"val_{k}": metrics[k] for k in self.metric_keys()}
+
+    def epoch_line(self, metrics: Dict[str, Any]) -> str:
+        line = f"box AP {metrics['bbox_AP']:.3f}  AP50 {metrics['bbox_AP50']:.3f}"
+        if self.masks:
+            line += f"  mask AP {metrics['segm_AP']:.3f}  AP50 {metrics['segm_AP50']:.3f}"
+        return line
+
+    def summary(self, last: Dict[str, Any], best: Optional[float]) -> Dict[str, Any]:
+        final = {k: last.get(f"val_{k}") for k in self.metric_keys()} if last else {}
+        return dict(final_metrics={k: (None if v != v else v) for k, v in final.items()}, best_bbox_AP=best)
+
+    def meta(self, model_kwargs: Dict[str, Any], classes: List[str], mean: Sequence[float],
+             std: Sequence[float], model: nn.Module) -> Dict[str, Any]:  # fmt: skip
+        cfg = self.cfg
+        record = dict(
+            task="detect", model=cfg.model, model_kwargs=dict(model_kwargs), num_classes=len(classes),
+            classes=list(classes), category_ids=[int(c) for c in self.cat_ids], min_size=cfg.min_size,
+            max_size=cfg.max_size, detections_per_img=cfg.detections_per_img, score_thresh=cfg.score_thresh,
+            mean=[float(m) for m in mean], std=[float(s) for s in std],
+        )  # fmt: skip
+        if fat_interaction(model):
+            record["interaction"] = fat_interaction(model)
+        return record

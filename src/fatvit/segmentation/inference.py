@@ -1,0 +1,102 @@
+"""A trained segmenter read back from its file: evaluation on a split, and drawn class maps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+from torchvision.transforms.v2.functional import pil_to_tensor
+from torchvision.utils import draw_segmentation_masks
+
+from ..checkpoint import PathLike, apply_state_dict, read_checkpoint
+from ..data import ResumableSampler, SeededDataset, load_rgb, make_loader
+from ..errors import FatvitError
+from .data import ADE20KSegmentation, SegmentationEvalTransform, collate_segmentation
+from .metrics import predict_logits, upsample_to
+from .models import build_segmenter
+from .task import data_root, evaluate_segmenter, resolve_classes
+
+__all__ = ["load_segmenter", "evaluate_checkpoint", "segment_image", "draw_classes"]
+
+
+def load_segmenter(path: PathLike, use_ema: bool = False) -> Tuple[nn.Module, Dict[str, Any]]:
+    """The segmenter a fatvit segmentation file records, weights loaded, in eval mode on the CPU; and its record.
+
+    Raises:
+        FatvitError: an unreadable file, or one that holds no fatvit segmenter.
+    """
+    state_dict, meta = read_checkpoint(path, use_ema=use_ema)
+    if meta.get("task") != "segment":
+        what = f"a {meta['task']!r} model" if meta.get("task") else "no record of a fatvit segmenter"
+        raise FatvitError(f"{path} holds {what}: give a checkpoint of fatvit segment train")
+    model = build_segmenter(meta["model"], num_classes=int(meta["num_classes"]), **dict(meta.get("model_kwargs", {})))
+    apply_state_dict(model, state_dict, path, meta=meta)
+    return model.eval(), meta
+
+
+def evaluate_checkpoint(
+    path: PathLike,
+    data: Optional[str] = None,
+    split: str = "val",
+    workers: int = 0,
+    device: str = "cpu",
+    use_ema: bool = False,
+    mode: Optional[str] = None,
+) -> Dict[str, Any]:
+    """mIoU, mAcc, aAcc and per-class IoU of the segmenter in ``path`` on a split of ``data`` (default: the
+    embedded scenes), preprocessed as the file records; ``mode`` (whole or slide) overrides the recorded one.
+
+    Raises:
+        FatvitError: the data set's classes are not the ones the segmenter was trained on.
+    """
+    model, meta = load_segmenter(path, use_ema)
+    root = data_root(data)
+    classes = resolve_classes(root, int(meta["num_classes"]))
+    if meta.get("classes") and root.joinpath("classes.txt").is_file() and classes != list(meta["classes"]):
+        raise FatvitError(f"{root} names other classes than {path} segments")
+    dataset = ADE20KSegmentation(root, split, len(classes), bool(meta.get("reduce_zero_label", True)))
+    transform = SegmentationEvalTransform(meta["scale"], meta["mean"], meta["std"])
+    loader = make_loader(SeededDataset(dataset, transform, 0, joint=True),
+                         ResumableSampler(len(dataset), shuffle=False, pad=False), 1, workers, drop_last=False,
+                         collate_fn=collate_segmentation)  # fmt: skip
+    dev = torch.device(device)
+    result = evaluate_segmenter(
+        model.to(dev), loader, len(classes), dev, None, False, mode or meta.get("test_mode", "whole"),
+        int(meta.get("crop_size", 512)), int(meta.get("test_stride", 341)),
+    )  # fmt: skip
+    result["classes"] = classes
+    return result
+
+
+@torch.no_grad()
+def segment_image(model: nn.Module, meta: Dict[str, Any], path: Path, device: str = "cpu") -> Any:
+    """The image (uint8, 3xHxW) and its predicted class map (HxW) at its own size."""
+    image = load_rgb(str(path))
+    transform = SegmentationEvalTransform(meta["scale"], meta["mean"], meta["std"])
+    x, _ = transform(image, None)
+    dev = torch.device(device)
+    model.to(dev).eval()
+    logits = predict_logits(model, x[None].to(dev), int(meta["num_classes"]), meta.get("test_mode", "whole"),
+                            int(meta.get("crop_size", 512)), int(meta.get("test_stride", 341)))  # fmt: skip
+    pixels = pil_to_tensor(image)
+    return pixels, upsample_to(logits.float(), list(pixels.shape[-2:])).argmax(1)[0].cpu()
+
+
+def draw_classes(image: torch.Tensor, classes_map: torch.Tensor, num_classes: int, skip: Sequence[int] = ()) -> Any:
+    """``image`` with each predicted class overlaid in its own colour (torchvision's draw_segmentation_masks);
+    classes in ``skip`` (the background) are left undrawn."""
+    present = [c for c in torch.unique(classes_map).tolist() if c not in skip]
+    if not present:
+        return image
+    masks = torch.stack([classes_map == c for c in present])
+    palette = _palette(num_classes)
+    return draw_segmentation_masks(image, masks, alpha=0.5, colors=[palette[c] for c in present])
+
+
+def _palette(n: int) -> list:
+    """``n`` distinct colours (evenly spaced hues)."""
+    import colorsys
+
+    return [tuple(int(255 * v) for v in colorsys.hsv_to_rgb(i / max(n, 1), 0.75, 1.0)) for i in range(n)]

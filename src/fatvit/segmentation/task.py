@@ -1,0 +1,190 @@
+"""Semantic segmentation as a task of the training engine: ADE20K-layout data, Semantic FPN, mIoU."""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torch import nn
+
+from ..checkpoint import fat_interaction, load_finetune
+from ..data import Splits
+from ..distributed import all_reduce_sum
+from ..errors import FatvitError, unknown_choice
+from ..scenes import embedded_scenes
+from ..task import Task
+from .data import (
+    IGNORE_INDEX,
+    ADE20KSegmentation,
+    SegmentationEvalTransform,
+    SegmentationTrainTransform,
+    collate_segmentation,
+    read_class_names,
+)
+from .metrics import SegmentationMetrics, predict_logits, upsample_to
+from .models import SEGMENTERS, build_segmenter
+
+__all__ = ["SegmentationTask", "data_root", "resolve_classes", "evaluate_segmenter", "CLASS_LAYERS"]
+
+#: The layer whose shape depends on the classes (replaced when fine-tuning).
+CLASS_LAYERS = ("decode_head.classifier.",)
+
+#: ADE20K's class count, used when the data set names no classes.
+ADE20K_CLASSES = 150
+
+
+def data_root(data: Optional[str]) -> Path:
+    """The root of a config's ``data``: the folder itself, or the embedded scenes' ``ade/``."""
+    root = Path(data) if data is not None else embedded_scenes() / "ade"
+    if not root.is_dir():
+        raise FatvitError(f"data folder not found: {root}")
+    return root
+
+
+def resolve_classes(root: Path, num_classes: Optional[int]) -> List[str]:
+    """The class names of a data set: its ``classes.txt`` (or ``objectInfo150.txt``), else ``num_classes``
+    (default 150, ADE20K's) numbered names; a given ``num_classes`` must match the file's."""
+    names = read_class_names(root)
+    if names is not None:
+        if num_classes is not None and num_classes != len(names):
+            raise FatvitError(f"num_classes={num_classes}, but {root} names {len(names)} classes")
+        return names
+    return [f"class_{i}" for i in range(num_classes or ADE20K_CLASSES)]
+
+
+@torch.no_grad()
+def evaluate_segmenter(
+    model: nn.Module,
+    loader: Any,
+    num_classes: int,
+    device: torch.device,
+    amp_dtype: Optional[torch.dtype] = None,
+    channels_last: bool = False,
+    mode: str = "whole",
+    crop: int = 512,
+    stride: int = 341,
+) -> Dict[str, Any]:
+    """mIoU, mAcc, aAcc and per-class IoU of ``model`` over ``loader`` (all processes together), each image
+    scored at its label map's own resolution."""
+    model.eval()
+    metrics = SegmentationMetrics(num_classes, device)
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    seen, skipped_total, start = 0, 0, time.perf_counter()
+    for images, labels, skipped in loader:
+        skipped_total += skipped
+        for image, label in zip(images, labels):
+            x = image[None].to(device)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast:
+                logits = predict_logits(model, x, num_classes, mode, crop, stride)
+            pred = upsample_to(logits.float(), list(label.shape[-2:])).argmax(1)[0]
+            metrics.update(pred, label.to(device))
+            seen += 1
+    seconds = time.perf_counter() - start
+    result: Dict[str, Any] = metrics.compute()
+    counts = all_reduce_sum(torch.tensor([float(seen), float(skipped_total)], device=device))
+    result.update(images=int(counts[0].item()), skipped_images=int(counts[1].item()),
+                  images_per_s=counts[0].item() / max(seconds, 1e-9))  # fmt: skip
+    return result
+
+
+class SegmentationTask(Task):
+    name = "segment"
+    primary_metric = "mIoU"
+    metric_title = "val mIoU"
+    joint_transform = True
+    embedded_name = "the embedded digit scenes (ADE20K layout)"
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        if cfg.model not in SEGMENTERS:
+            raise unknown_choice("segmenter", cfg.model, SEGMENTERS)
+        self.last_metrics: Dict[str, Any] = {}
+
+    def build_splits(self) -> Splits:
+        cfg = self.cfg
+        root = data_root(cfg.data)
+        classes = resolve_classes(root, cfg.num_classes)
+        train = ADE20KSegmentation(root, "train", len(classes), cfg.reduce_zero_label)
+        val = ADE20KSegmentation(root, "val", len(classes), cfg.reduce_zero_label)
+        return Splits(train, val, classes)
+
+    def build_model(self, classes: Sequence[str], model_kwargs: Dict[str, Any], load_weights: bool = True) -> nn.Module:
+        cfg = self.cfg
+        model = build_segmenter(
+            cfg.model, num_classes=len(classes), backbone_weights=cfg.backbone_weights if load_weights else None,
+            **model_kwargs,
+        )  # fmt: skip
+        if cfg.finetune and load_weights:
+            load_finetune(model, cfg.finetune, cfg.model, CLASS_LAYERS)
+        self.classes = list(classes)
+        self.num_classes = len(classes)
+        return model
+
+    def mean_std(self, model: nn.Module) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+        return tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD)
+
+    def transforms(self, mean: Sequence[float], std: Sequence[float]) -> Tuple[Callable, Callable]:
+        cfg = self.cfg
+        train = SegmentationTrainTransform(
+            cfg.scale, cfg.ratio_range, cfg.crop_size, cfg.cat_max_ratio, cfg.hflip, cfg.photometric, mean, std
+        )
+        return train, SegmentationEvalTransform(cfg.scale, mean, std)
+
+    def collate(self, batch: Sequence[Any]) -> Tuple[Any, Any, int]:
+        return collate_segmentation(batch)
+
+    def prepare_batch(self, inputs: Any, targets: Any, device: torch.device, channels_last: bool) -> Tuple[Any, Any]:
+        if isinstance(inputs, list):  # only if every crop was unreadable: an empty batch
+            return torch.empty(0), torch.empty(0)
+        inputs = inputs.to(device, non_blocking=True)
+        if channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        return inputs, targets.to(device, non_blocking=True)
+
+    def loss(self, model: nn.Module, inputs: Any, targets: Any) -> torch.Tensor:
+        return F.cross_entropy(model(inputs).float(), targets, ignore_index=IGNORE_INDEX)
+
+    def evaluate(
+        self, model: nn.Module, loader: Any, device: torch.device, amp_dtype: Optional[torch.dtype], channels_last: bool
+    ) -> Dict[str, Any]:
+        cfg = self.cfg
+        self.last_metrics = evaluate_segmenter(
+            model, loader, self.num_classes, device, amp_dtype, channels_last, cfg.test_mode, cfg.crop_size,
+            cfg.test_stride,
+        )  # fmt: skip
+        return self.last_metrics
+
+    def row(self, metrics: Dict[str, Any]) -> Dict[str, Any]:
+        return dict(val_mIoU=metrics["mIoU"], val_mAcc=metrics["mAcc"], val_aAcc=metrics["aAcc"])
+
+    def epoch_line(self, metrics: Dict[str, Any]) -> str:
+        return f"mIoU {metrics['mIoU']:.3f}  mAcc {metrics['mAcc']:.3f}  aAcc {metrics['aAcc']:.3f}"
+
+    def summary(self, last: Dict[str, Any], best: Optional[float]) -> Dict[str, Any]:
+        final = {k: last.get(f"val_{k}") for k in ("mIoU", "mAcc", "aAcc")} if last else {}
+        per_class = self.last_metrics.get("per_class_iou", [])
+        return dict(
+            final_metrics={k: (None if v != v else v) for k, v in final.items()},
+            best_mIoU=best,
+            per_class_iou={name: (None if v != v else v) for name, v in zip(self.classes, per_class)},
+        )
+
+    def meta(self, model_kwargs: Dict[str, Any], classes: List[str], mean: Sequence[float],
+             std: Sequence[float], model: nn.Module) -> Dict[str, Any]:  # fmt: skip
+        cfg = self.cfg
+        record = dict(
+            task="segment", model=cfg.model, model_kwargs=dict(model_kwargs), num_classes=len(classes),
+            classes=list(classes), reduce_zero_label=cfg.reduce_zero_label, scale=list(cfg.scale),
+            crop_size=cfg.crop_size, test_mode=cfg.test_mode, test_stride=cfg.test_stride,
+            mean=[float(m) for m in mean], std=[float(s) for s in std],
+        )  # fmt: skip
+        if fat_interaction(model):
+            record["interaction"] = fat_interaction(model)
+        return record

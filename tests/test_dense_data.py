@@ -1,0 +1,294 @@
+"""Dense-prediction data: the digit scenes, the COCO and ADE20K readers with their bad-data handling, the
+segmentation pipeline, and the metrics against pycocotools and a direct confusion matrix."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from fatvit.detection.data import CocoDetection, collate_detection, detection_transform
+from fatvit.detection.metrics import CocoEvaluator
+from fatvit.errors import FatvitError
+from fatvit.scenes import SCENE_CLASSES, write_digit_scenes
+from fatvit.segmentation.data import (
+    ADE20KSegmentation,
+    SegmentationTrainTransform,
+    collate_segmentation,
+    read_class_names,
+)
+from fatvit.segmentation.metrics import SegmentationMetrics, predict_logits
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    return write_digit_scenes(tmp_path_factory.mktemp("scenes"), train=8, val=3, size=96)
+
+
+def _quiet_coco(path):
+    with contextlib.redirect_stdout(io.StringIO()):
+        return COCO(str(path))
+
+
+def test_scenes_masks_boxes_and_semantic_maps_agree(scenes):
+    coco = _quiet_coco(scenes / "coco/annotations/instances_train.json")
+    assert [c["name"] for c in coco.loadCats(sorted(coco.cats))] == [str(d) for d in range(10)]
+    kinds = set()
+    for image_id in coco.getImgIds():
+        info = coco.imgs[image_id]
+        semantic = np.asarray(Image.open(scenes / "ade/annotations/training" / (info["file_name"][:-4] + ".png")))
+        assert set(np.unique(semantic)) <= set(range(12))
+        union = {}
+        for ann in coco.loadAnns(coco.getAnnIds(imgIds=image_id)):
+            kinds.add(type(ann["segmentation"]).__name__)
+            mask = coco.annToMask(ann).astype(bool)
+            ys, xs = np.nonzero(mask)
+            x, y, w, h = ann["bbox"]
+            assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (x, y, x + w, y + h)
+            assert ann["area"] == mask.sum()
+            union[ann["category_id"]] = union.get(ann["category_id"], False) | mask
+        for cat, mask in union.items():  # semantic class = category id + 1 (1 is the background)
+            assert np.array_equal(semantic == cat + 1, mask)
+    assert kinds == {"list", "dict"}  # polygons and RLE
+    assert read_class_names(scenes / "ade") == SCENE_CLASSES
+
+
+def _coco_file(tmp_path, annotations, images=None, categories=None):
+    root = tmp_path / "imgs"
+    root.mkdir(exist_ok=True)
+    images = images or [dict(id=1, file_name="a.png", width=40, height=30), dict(id=2, file_name="b.png", width=40,
+                                                                                  height=30)]  # fmt: skip
+    for info in images:
+        if not (root / info["file_name"]).exists():
+            Image.new("RGB", (info["width"], info["height"]), (90, 20, 20)).save(root / info["file_name"])
+    path = tmp_path / "instances.json"
+    cats = categories or [dict(id=3, name="three"), dict(id=7, name="seven")]
+    path.write_text(json.dumps(dict(images=images, annotations=annotations, categories=cats)))
+    return root, path
+
+
+def _ann(i, image_id, cat, box, **kw):
+    return dict(id=i, image_id=image_id, category_id=cat, bbox=box, area=box[2] * box[3], iscrowd=0, **kw)
+
+
+def test_coco_reader_labels_crowd_and_degenerate_boxes(tmp_path):
+    anns = [
+        _ann(1, 1, 7, [2, 3, 10, 8]),
+        _ann(2, 1, 3, [30, 20, 20, 20]),  # runs past the image: clipped
+        _ann(3, 1, 3, [5, 5, 0, 4]),  # zero width: dropped
+        _ann(4, 1, 3, [50, 40, 5, 5]),  # wholly outside: dropped
+        {**_ann(5, 1, 7, [0, 0, 40, 30]), "iscrowd": 1},
+    ]
+    root, path = _coco_file(tmp_path, anns)
+    with pytest.warns(UserWarning, match="1 box.*clipped.*2 dropped"):
+        train = CocoDetection(root, path, train=True)
+    assert train.classes == ["three", "seven"] and train.cat_ids == [3, 7]
+    assert (train.clipped_boxes, train.dropped_boxes, train.crowd_left_out) == (1, 2, 1)
+    img, target = train[0]
+    assert img.size == (40, 30)
+    assert target["labels"].tolist() == [1, 0]  # category 7 -> index 1, 3 -> 0
+    assert target["boxes"].tolist() == [[2, 3, 12, 11], [30, 20, 40, 30]]
+    _, empty = train[1]  # an image without annotations: no targets
+    assert empty["boxes"].shape == (0, 4) and len(empty["labels"]) == 0
+    with pytest.warns(UserWarning):
+        val = CocoDetection(root, path, train=False)
+    assert len(val[0][1]["labels"]) == 3  # the crowd region stays in evaluation data
+
+
+def test_coco_reader_masks_flip_with_the_image(tmp_path):
+    poly = [[2.0, 3.0, 12.0, 3.0, 12.0, 11.0, 2.0, 11.0]]
+    root, path = _coco_file(tmp_path, [_ann(1, 1, 3, [2, 3, 10, 8], segmentation=poly)])
+    data = CocoDetection(root, path, masks=True)
+    img, target = data[0]
+    assert target["masks"].shape == (1, 30, 40) and target["masks"][0, 3:11, 2:12].all()
+    flipped_img, flipped = detection_transform(True, hflip=1.0)(img, target)
+    assert flipped_img.shape == (3, 30, 40) and flipped_img.dtype == torch.float32
+    assert flipped["boxes"].tolist() == [[28, 3, 38, 11]]
+    assert flipped["masks"][0, 3:11, 28:38].all() and flipped["masks"].sum() == 80
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda a, i: a.append(_ann(9, 1, 5, [1, 1, 3, 3])), "category 5, not one of"),
+        (lambda a, i: a.append(_ann(9, 8, 3, [1, 1, 3, 3])), "names image 8"),
+        (lambda a, i: a.append({**_ann(9, 1, 3, [1, 1, 3, 3]), "bbox": [1, 1, 3]}), "no valid bbox"),
+        (lambda a, i: a.append(_ann(9, 1, 3, [1, 1, 3, 3], segmentation=dict(size=[10, 10], counts="0"))),
+         "mask is \\[10, 10\\]"),
+        (lambda a, i: i.append(dict(id=5, file_name="missing.png", width=4, height=4)), "1 image\\(s\\) listed"),
+    ],
+)  # fmt: skip
+def test_coco_reader_bad_files_are_one_clear_error(tmp_path, change, message):
+    anns = [_ann(1, 1, 3, [1, 1, 5, 5])]
+    images = [dict(id=1, file_name="a.png", width=40, height=30)]
+    root, _ = _coco_file(tmp_path, [], images)
+    change(anns, images)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(dict(images=images, annotations=anns, categories=[dict(id=3, name="three")])))
+    with pytest.raises(FatvitError, match=message):
+        CocoDetection(root, path)
+
+
+def test_coco_reader_unreadable_and_missized_images(tmp_path):
+    root, path = _coco_file(tmp_path, [_ann(1, 1, 3, [1, 1, 5, 5])])
+    (root / "b.png").write_bytes(b"not an image")
+    data = CocoDetection(root, path)
+    with pytest.warns(UserWarning, match="skipping unreadable image"):
+        assert data[1] is None
+    images, targets, skipped = collate_detection([data[0], None])
+    assert len(images) == len(targets) == 1 and skipped == 1
+    Image.new("RGB", (20, 20)).save(root / "a.png")
+    with pytest.raises(FatvitError, match="is 20x20 but"):
+        data[0]
+    for text, message in (("{", "not a JSON file"), ('{"images": []}', "not a COCO instances file")):
+        path.write_text(text)
+        with pytest.raises(FatvitError, match=message):
+            CocoDetection(root, path)
+
+
+def _ade(tmp_path, labels, classes=None):
+    for split in ("training", "validation"):
+        (tmp_path / "images" / split).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "annotations" / split).mkdir(parents=True, exist_ok=True)
+    for i, label in enumerate(labels):
+        Image.new("RGB", (label.shape[1], label.shape[0]), (10, 200, 30)).save(tmp_path / f"images/training/{i}.jpg")
+        Image.fromarray(label.astype(np.uint8)).save(tmp_path / f"annotations/training/{i}.png")
+    if classes:
+        (tmp_path / "classes.txt").write_text("\n".join(classes) + "\n")
+    return tmp_path
+
+
+def test_ade20k_reader_reduces_zero_label_and_checks_values(tmp_path):
+    label = np.array([[0, 1, 2], [3, 255, 1]])
+    root = _ade(tmp_path, [label], ["a", "b", "c"])
+    data = ADE20KSegmentation(root, "train", num_classes=3)
+    img, target = data[0]
+    assert img.size == (3, 2)
+    assert target.tolist() == [[255, 0, 1], [2, 255, 0]]
+    assert ADE20KSegmentation(root, "train", 4, reduce_zero_label=False)[0][1].tolist() == label.tolist()
+    with pytest.raises(FatvitError, match="holds label 3, above the 2 classes"):
+        ADE20KSegmentation(root, "train", num_classes=2)[0]
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(root / "annotations/training/0.png")
+    with pytest.raises(FatvitError, match="is 5x5 but its image"):
+        data[0]
+    (root / "annotations/training/0.png").unlink()
+    with pytest.raises(FatvitError, match="have no annotation PNG"):
+        ADE20KSegmentation(root, "train", 3)
+    with pytest.raises(FatvitError, match="not found"):
+        ADE20KSegmentation(tmp_path / "nowhere", "train", 3)
+
+
+def test_segmentation_train_pipeline_crops_pads_and_keeps_labels(tmp_path):
+    label = np.zeros((40, 60), np.int64)
+    label[10:30, 20:50] = 2
+    label[0:5] = 255
+    img = Image.fromarray(np.full((40, 60, 3), 128, np.uint8))
+    tf = SegmentationTrainTransform([60, 40], [1.0, 1.0], 32, 0.75, 0.5, True, (0.5,) * 3, (0.25,) * 3)
+    torch.manual_seed(0)
+    import random
+
+    random.seed(0)
+    image, target = tf(img, label)
+    assert image.shape == (3, 32, 32) and target.shape == (32, 32) and target.dtype == torch.int64
+    assert set(target.unique().tolist()) <= {0, 2, 255}
+    small = SegmentationTrainTransform([30, 20], [1.0, 1.0], 32, 1.0, 0.0, False, (0.5,) * 3, (0.25,) * 3)
+    image, target = small(img, label)  # resized to 30x20, padded to 32 with label 255 and pixel 0
+    assert (target[20:] == 255).all() and (target[:, 30:] == 255).all() and (image[:, 20:] == 0).all()
+    batch = collate_segmentation([(image, target), None, (image, target)])
+    assert batch[0].shape == (2, 3, 32, 32) and batch[2] == 1
+
+
+def test_coco_evaluator_matches_cocoeval_on_the_same_detections(scenes):
+    gt_path = scenes / "coco/annotations/instances_val.json"
+    gt = _quiet_coco(gt_path)
+    data = json.loads(gt_path.read_text())
+    # a crowd region in the ground truth: COCOeval ignores detections on it, as it must here too
+    crowd = dict(data["annotations"][0], id=999, iscrowd=1)
+    data["annotations"].append(crowd)
+    gt.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+    cat_ids = sorted(gt.cats)
+    rng = np.random.default_rng(0)
+    outputs, records = {}, []
+    for image_id in gt.getImgIds():
+        boxes, labels, scores, masks = [], [], [], []
+        for ann in gt.imgToAnns[image_id]:
+            x, y, w, h = ann["bbox"]
+            jitter = rng.uniform(-3, 3, 4)
+            boxes.append([x + jitter[0], y + jitter[1], x + w + jitter[2], y + h + jitter[3]])
+            labels.append(cat_ids.index(ann["category_id"]) if rng.random() < 0.7 else int(rng.integers(10)))
+            scores.append(float(rng.uniform(0.3, 1.0)))
+            masks.append(torch.from_numpy(gt.annToMask(ann)).float()[None] * 0.9)
+        offset = 1
+        out = dict(
+            boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            labels=torch.tensor(labels) + offset,
+            scores=torch.tensor(scores),
+            masks=torch.stack(masks),
+        )
+        outputs[image_id] = out  # fmt: skip
+        for box, label, score, mask in zip(boxes, labels, scores, masks):
+            from pycocotools import mask as mask_utils
+
+            rle = mask_utils.encode(np.asfortranarray((mask[0] > 0.5).numpy().astype(np.uint8)))
+            records.append(dict(image_id=image_id, category_id=cat_ids[label], score=score,
+                                bbox=[box[0], box[1], box[2] - box[0], box[3] - box[1]], segmentation=rle))  # fmt: skip
+    evaluator = CocoEvaluator(gt, cat_ids, 1, ("bbox", "segm"))
+    evaluator.update(list(outputs), list(outputs.values()))
+    ours = evaluator.compute()
+    for iou_type in ("bbox", "segm"):
+        with contextlib.redirect_stdout(io.StringIO()):
+            direct = COCOeval(gt, gt.loadRes([dict(r) for r in records]), iou_type)
+            direct.evaluate()
+            direct.accumulate()
+            direct.summarize()
+        for name, value in zip(("AP", "AP50", "AP75", "APs", "APm", "APl"), direct.stats):
+            got = ours[f"{iou_type}_{name}"]
+            assert (math.isnan(got) and value == -1) or got == pytest.approx(value, abs=2e-3), (iou_type, name)
+    assert 0.1 < ours["bbox_AP"] < 1.0 and "Average Precision" in evaluator.text
+    empty = CocoEvaluator(gt, cat_ids, 1, ("bbox",))
+    assert empty.compute()["bbox_AP"] == 0.0
+
+
+def test_segmentation_metrics_match_a_direct_confusion_matrix():
+    rng = np.random.default_rng(0)
+    target = rng.integers(0, 4, size=(3, 20, 20))
+    target[:, :3] = 255  # ignored
+    target[target == 3] = 0  # class 3 never appears in the labels ...
+    pred = np.where(rng.random(target.shape) < 0.7, target, rng.integers(0, 5, size=target.shape))
+    pred[pred == 255] = 1
+    pred[pred == 4] = 2
+    metrics = SegmentationMetrics(5)  # ... and class 4 in neither: left out of mIoU
+    for p, t in zip(pred, target):
+        metrics.update(torch.from_numpy(p), torch.from_numpy(t))
+    got = metrics.compute()
+    keep = target != 255
+    cm = np.zeros((5, 5))
+    np.add.at(cm, (target[keep], pred[keep]), 1)
+    hits, union = np.diag(cm), cm.sum(0) + cm.sum(1) - np.diag(cm)
+    iou = [h / u if u else float("nan") for h, u in zip(hits, union)]
+    assert got["per_class_iou"][:4] == pytest.approx(iou[:4]) and math.isnan(got["per_class_iou"][4])
+    assert got["mIoU"] == pytest.approx(np.nanmean(iou))
+    acc = [h / t for h, t in zip(hits, cm.sum(1)) if t]
+    assert got["mAcc"] == pytest.approx(np.mean(acc)) and got["aAcc"] == pytest.approx(hits.sum() / keep.sum())
+
+
+def test_sliding_window_inference_averages_the_windows():
+    conv = torch.nn.Conv2d(3, 4, 1)  # per pixel: every window gives the same scores where windows overlap
+    image = torch.rand(1, 3, 50, 70)
+    whole = predict_logits(conv, image, 4, "whole")
+    slide = predict_logits(conv, image, 4, "slide", crop=32, stride=20)
+    assert torch.allclose(whole, slide, atol=1e-6)
+    calls = []
+    conv.register_forward_hook(lambda m, i, o: calls.append(tuple(i[0].shape[-2:])))
+    predict_logits(conv, image, 4, "slide", crop=32, stride=20)
+    assert len(calls) == 2 * 3 and set(calls) == {(32, 32)}  # windows end at the edges, all full-sized

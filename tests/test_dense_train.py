@@ -1,0 +1,200 @@
+"""Detection and segmentation on the shared training engine: learning, exact resume, the files a run leaves,
+the commands, and their errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+import torch
+
+from conftest import TINY_MODEL_OVERRIDES, cli_error, set_args
+from fatvit.config import DetectConfig, SegmentConfig, load_config
+from fatvit.scenes import write_digit_scenes
+from fatvit.train import Trainer
+
+# a tiny backbone, small images, no workers: behaviour, not accuracy
+DETECT_FAST = [*TINY_MODEL_OVERRIDES, "min_size=64", "max_size=64", "batch_size=2", "workers=0", "log_every=1",
+               "warmup_steps=2", "lr=1e-3", "lr_base_batch=2", "decay_milestones=[1]"]  # fmt: skip
+SEGMENT_FAST = [*TINY_MODEL_OVERRIDES, "scale=[64, 64]", "crop_size=64", "test_stride=32", "batch_size=2",
+                "workers=0", "log_every=1", "lr=1e-3", "lr_base_batch=2", "warmup_steps=2"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    return write_digit_scenes(tmp_path_factory.mktemp("scenes"), train=8, val=3, size=64)
+
+
+def _steps(path):
+    with open(path) as f:
+        return [(int(r["step"]), r["loss"], r["lr"]) for r in csv.DictReader(f)]
+
+
+@pytest.mark.parametrize(
+    "cls, fast, extra",
+    [
+        (DetectConfig, DETECT_FAST, ["model=retinanet_fat_b0"]),
+        (DetectConfig, DETECT_FAST, ["model=mask_rcnn_fat_b0"]),
+        (SegmentConfig, SEGMENT_FAST, ["iterations=6"]),
+    ],
+    ids=["retinanet", "mask_rcnn", "semantic_fpn"],
+)
+def test_resume_is_exact(scenes, tmp_path, cls, fast, extra):
+    data = scenes / ("coco" if cls is DetectConfig else "ade")
+    recipe = [*fast, *extra, f"data={data}", "drop_path_rate=0.1", "ema=true", "deterministic=true"]
+    if cls is DetectConfig:
+        recipe.append("epochs=2")  # 4 steps per epoch
+    full = Trainer(load_config(None, [*recipe, f"output={tmp_path / 'full'}"], cls=cls))
+    full.fit()
+    first = Trainer(load_config(None, [*recipe, f"output={tmp_path / 'split'}"], cls=cls), max_steps=5)
+    assert not first.fit()["finished"]
+    resumed = Trainer.resume(tmp_path / "split" / "last.pth", task=cls.TASK)
+    assert resumed.global_step == 5
+    summary = resumed.fit()
+    assert _steps(tmp_path / "split" / "steps.csv") == _steps(tmp_path / "full" / "steps.csv")
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    for a, b in zip(full.ema.module.state_dict().values(), resumed.ema.module.state_dict().values()):
+        assert torch.equal(a, b)
+
+    def timeless(history):
+        return [{k: v for k, v in r.items() if k != "train_seconds"} for r in history]
+
+    assert json.dumps(timeless(resumed.history)) == json.dumps(timeless(full.history))  # NaN == NaN as text
+    assert summary["finished"] and summary["task"] == cls.TASK
+    final = summary["final_metrics"]
+    assert all(v is None or 0.0 <= v <= 1.0 for v in final.values())
+    if cls is SegmentConfig:
+        assert summary["steps"] == 6 and summary["epochs"] == 2  # 6 iterations of 4 steps per epoch: 2 epochs
+        assert set(final) == {"mIoU", "mAcc", "aAcc"} and len(summary["per_class_iou"]) == 11
+    else:
+        keys = {"bbox_AP", "bbox_AP50", "bbox_AP75", "bbox_APs", "bbox_APm", "bbox_APl"}
+        assert set(final) == (keys | {k.replace("bbox", "segm") for k in keys} if "mask" in extra[0] else keys)
+    for name in ("last.pth", "best.pth", "model.safetensors", "metrics.csv", "steps.csv", "training_curves.png"):
+        assert (tmp_path / "split" / name).is_file(), name
+
+
+def _learning_root(scenes, tmp_path, kind):
+    """The scenes with val = train: a short run's rise is then measured without generalisation noise."""
+    root = tmp_path / kind
+    if kind == "coco":
+        (root / "annotations").mkdir(parents=True)
+        for split in ("train", "val"):
+            shutil.copytree(scenes / "coco" / "train", root / split)
+            shutil.copy(scenes / "coco/annotations/instances_train.json", root / f"annotations/instances_{split}.json")
+    else:
+        for part in ("images", "annotations"):
+            for split in ("training", "validation"):
+                shutil.copytree(scenes / "ade" / part / "training", root / part / split)
+        shutil.copy(scenes / "ade/classes.txt", root / "classes.txt")
+    return root
+
+
+def test_detection_and_segmentation_learn(scenes, tmp_path):
+    det = Trainer(load_config(None, [*DETECT_FAST, "epochs=8", "lr=2e-3", "decay_milestones=[7]",
+                                     f"data={_learning_root(scenes, tmp_path, 'coco')}", f"output={tmp_path / 'det'}"],
+                              cls=DetectConfig))  # fmt: skip
+    before = det._evaluate(det.model)["bbox_AP50"]
+    det.fit()
+    after = max(r["val_bbox_AP50"] for r in det.history)
+    print("detection AP50", before, [round(r["val_bbox_AP50"], 3) for r in det.history])
+    assert after > before + 0.15, (before, [r["val_bbox_AP50"] for r in det.history])
+    seg = Trainer(load_config(None, [*SEGMENT_FAST, "epochs=8", "lr=2e-3",
+                                     f"data={_learning_root(scenes, tmp_path, 'ade')}", f"output={tmp_path / 'seg'}"],
+                              cls=SegmentConfig))  # fmt: skip
+    before = seg._evaluate(seg.model)["mIoU"]
+    seg.fit()
+    after = max(r["val_mIoU"] for r in seg.history)
+    print("segmentation mIoU", before, [round(r["val_mIoU"], 3) for r in seg.history])
+    assert after > before + 0.15, (before, [r["val_mIoU"] for r in seg.history])
+
+
+def test_detect_commands(scenes, tmp_path, capsys):
+    from fatvit.cli import main
+
+    run = tmp_path / "run"
+    args = ["detect", "train", "--model", "mask_rcnn_fat_b0", "--data", str(scenes / "coco"), "--epochs", "1",
+            "--output", str(run), "--json", *set_args([*DETECT_FAST, "score_thresh=0.0"])]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary == json.loads((run / "summary.json").read_text())
+    assert summary["task"] == "detect" and summary["steps"] == 4
+    for checkpoint in (run / "last.pth", run / "model.safetensors"):
+        assert main(["detect", "eval", "--checkpoint", str(checkpoint), "--data", str(scenes / "coco"), "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        for key, value in summary["final_metrics"].items():  # the same figures as the run's own evaluation
+            assert result[key] == pytest.approx(value, abs=1e-6) if value is not None else result[key] is None, key
+        assert result["images"] == 3
+    assert main(["detect", "eval", "--checkpoint", str(run / "last.pth"), "--data", str(scenes / "coco")]) == 0
+    out = capsys.readouterr().out
+    assert "bbox:" in out and "segm:" in out and "Average Precision  (AP) @[ IoU=0.50:0.95" in out
+    images = scenes / "coco" / "val"
+    drawn = tmp_path / "drawn"
+    argv = ["detect", "predict", str(images), "--checkpoint", str(run / "last.pth"), "--output", str(drawn),
+            "--score-threshold", "0.0", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert len(records) == 3 and all(r["detections"] for r in records)
+    from PIL import Image
+
+    for r in records:
+        img = Image.open(r["drawn"])
+        assert img.size == (64, 64) and img.mode == "RGB"
+        assert r["detections"][0]["label"] in [str(d) for d in range(10)]
+    line = cli_error(capsys, argv)
+    assert "exists; give --overwrite" in line
+    assert main([*argv, "--overwrite"]) == 0
+
+
+def test_segment_commands(scenes, tmp_path, capsys):
+    from fatvit.cli import main
+
+    run = tmp_path / "run"
+    args = ["segment", "train", "--data", str(scenes / "ade"), "--iterations", "2", "--output", str(run),
+            *set_args(SEGMENT_FAST)]  # fmt: skip
+    assert main(args) == 0
+    assert "done: semantic_fpn_fat_b0 mIoU" in capsys.readouterr().out
+    summary = json.loads((run / "summary.json").read_text())
+    ckpt = str(run / "last.pth")
+    assert main(["segment", "eval", "--checkpoint", ckpt, "--data", str(scenes / "ade"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["mIoU"] == pytest.approx(summary["final_metrics"]["mIoU"], abs=1e-9)
+    assert list(result["per_class_iou"]) == ["background", *[str(d) for d in range(10)]]
+    assert main(["segment", "eval", "--checkpoint", str(run / "last.pth"), "--data", str(scenes / "ade"),
+                 "--mode", "slide"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["class", "IoU", "(%)", "Acc", "(%)"] and "mIoU" in out
+    drawn = tmp_path / "drawn"
+    assert main(["segment", "predict", str(scenes / "ade/images/validation"), "--checkpoint",
+                 str(run / "model.safetensors"), "--output", str(drawn)]) == 0  # fmt: skip
+    assert sorted(p.name for p in drawn.iterdir()) == ["val_00000.png", "val_00001.png", "val_00002.png"]
+
+
+def test_dense_errors_are_one_line(scenes, tmp_path, capsys):
+    from fatvit.cli import main
+
+    run = tmp_path / "seg"
+    assert main(["segment", "train", "--data", str(scenes / "ade"), "--iterations", "1", "--output", str(run),
+                 *set_args(SEGMENT_FAST)]) == 0  # fmt: skip
+    capsys.readouterr()
+    ckpt = str(run / "last.pth")
+    cases = [
+        (["detect", "eval", "--checkpoint", ckpt], "holds a 'segment' model: give a checkpoint of fatvit detect"),
+        (["detect", "train", "--resume", ckpt], "is a 'segment' run: resume it with fatvit segment train"),
+        (["detect", "train", "--config", "digits"], "recipe digits is for task 'classify', not 'detect'"),
+        (["train", "--config", "digit_scenes_detect"], "for task 'detect', not 'classify': use fatvit detect"),
+        (["detect", "train", "--set", "crop_size=3"], "config key 'crop_size' is one of task 'segment'"),
+        (["detect", "train", "--model", "retinanet_fat_bo"], "unknown detector 'retinanet_fat_bo'"),
+        (["segment", "train", "--set", "test_mode=tiles"], "'test_mode' must be whole or slide"),
+        (["detect", "train", "--data", str(tmp_path / "nowhere")], "data folder not found"),
+        (["detect", "train", "--data", str(scenes / "ade")], "holds no COCO train split"),
+        (["segment", "train", "--data", str(scenes / "coco")], "a segmentation data set holds images/"),
+        (["segment", "train", "--data", str(scenes / "ade"), "--set", "num_classes=5"], "names 11 classes"),
+        (["detect", "predict", str(tmp_path / "none.png"), "--checkpoint", ckpt, "--output", str(tmp_path / "o")],
+         "not found"),
+        (["segment", "eval", "--checkpoint", ckpt, "--device", "gpu"], "--device must be cpu, cuda or cuda:N"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        assert message in cli_error(capsys, argv), argv
