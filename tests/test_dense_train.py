@@ -36,10 +36,9 @@ def _steps(path):
     "cls, fast, extra",
     [
         (DetectConfig, DETECT_FAST, ["model=retinanet_fat_b0"]),
-        (DetectConfig, DETECT_FAST, ["model=mask_rcnn_fat_b0"]),
         (SegmentConfig, SEGMENT_FAST, ["iterations=6"]),
     ],
-    ids=["retinanet", "mask_rcnn", "semantic_fpn"],
+    ids=["retinanet", "semantic_fpn"],
 )
 def test_resume_is_exact(scenes, tmp_path, cls, fast, extra):
     data = scenes / ("coco" if cls is DetectConfig else "ade")
@@ -71,44 +70,69 @@ def test_resume_is_exact(scenes, tmp_path, cls, fast, extra):
         assert set(final) == {"mIoU", "mAcc", "aAcc"} and len(summary["per_class_iou"]) == 11
     else:
         keys = {"bbox_AP", "bbox_AP50", "bbox_AP75", "bbox_APs", "bbox_APm", "bbox_APl"}
-        assert set(final) == (keys | {k.replace("bbox", "segm") for k in keys} if "mask" in extra[0] else keys)
+        assert set(final) == keys
     for name in ("last.pth", "best.pth", "model.safetensors", "metrics.csv", "steps.csv", "training_curves.png"):
         assert (tmp_path / "split" / name).is_file(), name
 
 
-def _learning_root(scenes, tmp_path, kind):
-    """The scenes with val = train: a short run's rise is then measured without generalisation noise."""
-    root = tmp_path / kind
-    if kind == "coco":
-        (root / "annotations").mkdir(parents=True)
-        for split in ("train", "val"):
-            shutil.copytree(scenes / "coco" / "train", root / split)
-            shutil.copy(scenes / "coco/annotations/instances_train.json", root / f"annotations/instances_{split}.json")
-    else:
-        for part in ("images", "annotations"):
-            for split in ("training", "validation"):
-                shutil.copytree(scenes / "ade" / part / "training", root / part / split)
-        shutil.copy(scenes / "ade/classes.txt", root / "classes.txt")
+def _one_class_overfit_set(tmp_path, scenes_root, train_count):
+    """Scenes with val = train and one class ("digit"): a short run's rise is then measured without the noise
+    of generalisation and of telling ten digits apart."""
+    scenes = write_digit_scenes(scenes_root, train=train_count, val=1, size=64)
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    coco = json.loads((scenes / "coco/annotations/instances_train.json").read_text())
+    coco["categories"] = [dict(id=1, name="digit")]
+    for ann in coco["annotations"]:
+        ann["category_id"] = 1
+    for split in ("train", "val"):
+        shutil.copytree(scenes / "coco" / "train", root / split)
+        (root / f"annotations/instances_{split}.json").write_text(json.dumps(coco))
     return root
 
 
-def test_detection_and_segmentation_learn(scenes, tmp_path):
-    det = Trainer(load_config(None, [*DETECT_FAST, "epochs=8", "lr=2e-3", "decay_milestones=[7]",
-                                     f"data={_learning_root(scenes, tmp_path, 'coco')}", f"output={tmp_path / 'det'}"],
-                              cls=DetectConfig))  # fmt: skip
+def test_detection_learns(tmp_path):
+    data = _one_class_overfit_set(tmp_path, tmp_path / "scenes", 4)
+    recipe = [
+        "min_size=64",
+        "max_size=64",
+        "batch_size=4",
+        "lr_base_batch=4",
+        "lr=1e-3",
+        "workers=0",
+        "epochs=25",
+        "decay_milestones=[24]",
+        "warmup_steps=2",
+        "clip_grad=5",
+        f"data={data}",
+        f"output={tmp_path / 'run'}",
+    ]
+    det = Trainer(load_config(None, recipe, cls=DetectConfig))  # FAT-B0, one step per epoch
     before = det._evaluate(det.model)["bbox_AP50"]
     det.fit()
-    after = max(r["val_bbox_AP50"] for r in det.history)
-    print("detection AP50", before, [round(r["val_bbox_AP50"], 3) for r in det.history])
-    assert after > before + 0.15, (before, [r["val_bbox_AP50"] for r in det.history])
-    seg = Trainer(load_config(None, [*SEGMENT_FAST, "epochs=8", "lr=2e-3",
-                                     f"data={_learning_root(scenes, tmp_path, 'ade')}", f"output={tmp_path / 'seg'}"],
-                              cls=SegmentConfig))  # fmt: skip
+    curve = [r["val_bbox_AP50"] for r in det.history]
+    assert before < 0.05 and curve[-1] > 0.25, (before, curve)
+
+
+def test_segmentation_learns(scenes, tmp_path):
+    """Val = train and two classes (background, digit), as for detection."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "ade"
+    for split in ("training", "validation"):
+        shutil.copytree(scenes / "ade/images/training", root / "images" / split)
+        (root / "annotations" / split).mkdir(parents=True)
+        for png in (scenes / "ade/annotations/training").iterdir():
+            label = np.asarray(Image.open(png))
+            Image.fromarray(np.minimum(label, 2)).save(root / "annotations" / split / png.name)
+    (root / "classes.txt").write_text("background\ndigit\n")
+    recipe = [*SEGMENT_FAST, "epochs=8", "lr=2e-3", f"data={root}", f"output={tmp_path / 'r'}"]
+    seg = Trainer(load_config(None, recipe, cls=SegmentConfig))
     before = seg._evaluate(seg.model)["mIoU"]
     seg.fit()
-    after = max(r["val_mIoU"] for r in seg.history)
-    print("segmentation mIoU", before, [round(r["val_mIoU"], 3) for r in seg.history])
-    assert after > before + 0.15, (before, [r["val_mIoU"] for r in seg.history])
+    curve = [r["val_mIoU"] for r in seg.history]
+    assert curve[-1] > before + 0.2 and curve[-1] > 0.5, (before, curve)
 
 
 def test_detect_commands(scenes, tmp_path, capsys):
@@ -182,6 +206,8 @@ def test_dense_errors_are_one_line(scenes, tmp_path, capsys):
     ckpt = str(run / "last.pth")
     cases = [
         (["detect", "eval", "--checkpoint", ckpt], "holds a 'segment' model: give a checkpoint of fatvit detect"),
+        (["eval", "--checkpoint", ckpt], "holds a 'segment' model: use fatvit segment eval"),
+        (["predict", "x.png", "--checkpoint", ckpt], "holds a 'segment' model: use fatvit segment predict"),
         (["detect", "train", "--resume", ckpt], "is a 'segment' run: resume it with fatvit segment train"),
         (["detect", "train", "--config", "digits"], "recipe digits is for task 'classify', not 'detect'"),
         (["train", "--config", "digit_scenes_detect"], "for task 'detect', not 'classify': use fatvit detect"),

@@ -167,11 +167,11 @@ def test_interrupt_prints_how_to_resume(tmp_path, capsys, monkeypatch):
     calls = {"n": 0}
     original = Trainer._train_micro_batch
 
-    def interrupted(self, images, targets):
+    def interrupted(self, *batch):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return original(self, images, targets)
+        return original(self, *batch)
 
     monkeypatch.setattr(Trainer, "_train_micro_batch", interrupted)
     out = tmp_path / "run"

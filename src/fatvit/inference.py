@@ -133,6 +133,8 @@ def load_classifier(
             class names whose number differs from the model's outputs.
     """
     state_dict, meta = read_checkpoint(checkpoint, use_ema=use_ema)
+    if meta.get("task") in ("detect", "segment"):
+        raise FatvitError(f"{checkpoint} holds a {meta['task']!r} model: use fatvit {meta['task']} {purpose}")
     cfg, given = inference_config(meta, typed, overrides, keys, purpose)
     model = create_model(cfg.model, **cfg.model_kwargs)
     classifier = model.pretrained_cfg.get("classifier", "head")

@@ -1,7 +1,7 @@
 """Digit scenes: the embedded data set of detection and segmentation, written in the real formats.
 
 Each scene is a canvas with a few of scikit-learn's real handwritten digits
-(8x8 scans, upscaled to 32-64 pixels, one to three per scene) pasted in random colours on a
+(8x8 scans, upscaled to 24-36 pixels, four to six per scene, none overlapping) pasted in random colours on a
 textured background. A digit's mask is its stroke (the upscaled scan above
 a threshold) and its box the mask's extent. The train scenes use the
 digits of the classification set's train split and the val scenes its
@@ -44,10 +44,10 @@ SCENE_CLASSES = ["background", *[str(d) for d in range(10)]]
 DEFAULT_SCENES = dict(train=600, val=100, size=128)
 
 #: Digits per scene (at most: a digit that finds no free place is left out) and their side in pixels.
-DIGITS_PER_SCENE = (1, 3)
-DIGIT_SIDE = (32, 64)
+DIGITS_PER_SCENE = (4, 6)
+DIGIT_SIDE = (24, 36)
 #: Bumped whenever the scenes change, so that a cached copy of older ones is not used.
-SCENES_VERSION = 2
+SCENES_VERSION = 3
 
 _STROKE = 0.45  # fraction of the digit's peak intensity above which a pixel is stroke
 _RIM = 0.15  # pixels between this and _STROKE are the blurred rim: "ignore" in the semantic maps

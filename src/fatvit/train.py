@@ -1,4 +1,5 @@
-"""The training engine, shared by classification, detection and segmentation (see :mod:`fatvit.task`).
+"""The training engine, shared by classification, detection and segmentation (see :mod:`fatvit.task`):
+a task brings its data, model, loss and metrics, the engine everything else.
 
 One process or many (``torchrun``: DDP with NCCL on GPUs, Gloo on CPUs).
 Everything a run needs to continue exactly is in its checkpoints (model,
@@ -10,6 +11,9 @@ had never stopped::
     from fatvit.train import Trainer
     summary = Trainer(load_config("digits", ["epochs=5", "output=runs/digits"])).fit()
     summary = Trainer.resume("runs/digits/last.pth").fit()  # after an interruption
+
+    from fatvit.config import DetectConfig
+    summary = Trainer(load_config("digit_scenes_detect", cls=DetectConfig)).fit()  # RetinaNet on the digit scenes
 
 A run's folder must be new or empty (``overwrite=True`` replaces the files of
 a run there); a resumed run continues in its own folder, drops whatever it
@@ -270,10 +274,11 @@ class Trainer:
         self.model_kwargs = kwargs
         # a resumed run takes its weights from its checkpoint, not from finetune or backbone weights
         model = self.task.build_model(self.classes, kwargs, load_weights=self.resume_ckpt is None)
-        if cfg.grad_checkpointing:
-            if not hasattr(model, "set_grad_checkpointing"):
+        if cfg.grad_checkpointing:  # the model's, or its backbone's (a detector's FAT)
+            owner = next((m for m in model.modules() if hasattr(m, "set_grad_checkpointing")), None)
+            if owner is None:
                 raise FatvitError(f"{cfg.model} has no gradient checkpointing (set grad_checkpointing=false)")
-            model.set_grad_checkpointing(True)
+            owner.set_grad_checkpointing(True)
         model.to(self.device)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -405,10 +410,12 @@ class Trainer:
         before = self._lr()
         self.scheduler.step_update(num_updates=self.global_step)
         if replanned and self.dist.is_main:
-            old = f"{planned[0]} epochs" if planned[0] is not None else f"{planned[1]} iterations"
-            new = f"{self.cfg.epochs} epochs" if self.cfg.epochs is not None else f"{self.cfg.iterations} iterations"
+            old = ("epochs", planned[0]) if planned[0] is not None else ("iterations", planned[1])
+            now = ("epochs", self.cfg.epochs) if self.cfg.epochs is not None else ("iterations", self.cfg.iterations)
+            new = f"{now[1]} {now[0]}"
+            change = f"{now[0]} {old[1]} -> {now[1]}" if old[0] == now[0] else f"{old[1]} {old[0]} -> {new}"
             print(
-                f"{old} -> {new}: the {self.cfg.sched} schedule is re-planned over {new}; "
+                f"{change}: the {self.cfg.sched} schedule is re-planned over {new}; "
                 f"at step {self.global_step} the lr goes from {before:.3e} to {self._lr():.3e}",
                 file=sys.stderr,
                 flush=True,

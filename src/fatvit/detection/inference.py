@@ -61,8 +61,7 @@ def evaluate_checkpoint(
     """
     model, meta = load_detector(path, use_ema)
     images, annotations = coco_split(data_root(data), split)
-    masks = hasattr(model, "roi_heads")
-    dataset = CocoDetection(images, annotations, train=False, masks=masks)
+    dataset = CocoDetection(images, annotations, train=False)  # COCOeval reads the masks from the file
     if [int(c) for c in meta.get("category_ids", dataset.cat_ids)] != dataset.cat_ids:
         raise FatvitError(
             f"{annotations} lists other categories than {path} detects ({len(dataset.cat_ids)} against "

@@ -116,7 +116,7 @@ class DetectionTask(Task):
     def build_splits(self) -> Splits:
         root = data_root(self.cfg.data)
         train = CocoDetection(*coco_split(root, "train"), train=True, masks=self.masks)
-        val = CocoDetection(*coco_split(root, "val"), train=False, masks=self.masks)
+        val = CocoDetection(*coco_split(root, "val"), train=False)  # COCOeval reads the masks from the file
         if train.cat_ids != val.cat_ids:
             raise FatvitError(
                 f"the train and val annotation files list other categories ({len(train.cat_ids)} and "
