@@ -51,6 +51,7 @@ __all__ = [
     "read_checkpoint",
     "read_file",
     "read_state_dict",
+    "read_task_checkpoint",
     "save_checkpoint",
     "save_safetensors",
 ]
@@ -313,6 +314,22 @@ def apply_state_dict(
         detail = " ".join(str(err).split("\n")[1:]).strip() or str(err)
         raise CheckpointError(f"{source}: {detail}") from None
     return skipped + missing
+
+
+def read_task_checkpoint(
+    path: PathLike, task: str, what: str, use_ema: bool = False
+) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """:func:`read_checkpoint` of a file that must hold a fatvit model of ``task`` (``detect``, ``segment``),
+    called ``what`` in the error.
+
+    Raises:
+        CheckpointError: the file is unreadable, or records another task, or none.
+    """
+    state_dict, meta = read_checkpoint(path, use_ema=use_ema)
+    if meta.get("task") != task:
+        held = f"a {meta['task']!r} model" if meta.get("task") else f"no record of a fatvit {what}"
+        raise CheckpointError(f"{path} holds {held}: give a checkpoint of fatvit {task} train")
+    return state_dict, meta
 
 
 def fat_interaction(model: nn.Module) -> Optional[str]:

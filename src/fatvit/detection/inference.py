@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-from ..checkpoint import PathLike, apply_state_dict, read_checkpoint
+from ..checkpoint import PathLike, apply_state_dict, read_task_checkpoint
 from ..data import ResumableSampler, SeededDataset, load_rgb, make_loader
 from ..errors import FatvitError
 from .data import CocoDetection, collate_detection, detection_transform
@@ -30,10 +30,7 @@ def load_detector(path: PathLike, use_ema: bool = False) -> Tuple[nn.Module, Dic
     Raises:
         FatvitError: an unreadable file, or one that holds no fatvit detector.
     """
-    state_dict, meta = read_checkpoint(path, use_ema=use_ema)
-    if meta.get("task") != "detect":
-        what = f"a {meta['task']!r} model" if meta.get("task") else "no record of a fatvit detector"
-        raise FatvitError(f"{path} holds {what}: give a checkpoint of fatvit detect train")
+    state_dict, meta = read_task_checkpoint(path, "detect", "detector", use_ema)
     model = build_detector(
         meta["model"], num_classes=int(meta["num_classes"]), min_size=int(meta["min_size"]),
         max_size=int(meta["max_size"]), detections_per_img=int(meta.get("detections_per_img", 100)),

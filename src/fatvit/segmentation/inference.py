@@ -10,7 +10,7 @@ from torch import nn
 from torchvision.transforms.v2.functional import pil_to_tensor
 from torchvision.utils import draw_segmentation_masks
 
-from ..checkpoint import PathLike, apply_state_dict, read_checkpoint
+from ..checkpoint import PathLike, apply_state_dict, read_task_checkpoint
 from ..data import ResumableSampler, SeededDataset, load_rgb, make_loader
 from ..errors import FatvitError
 from .data import ADE20KSegmentation, SegmentationEvalTransform, collate_segmentation
@@ -27,10 +27,7 @@ def load_segmenter(path: PathLike, use_ema: bool = False) -> Tuple[nn.Module, Di
     Raises:
         FatvitError: an unreadable file, or one that holds no fatvit segmenter.
     """
-    state_dict, meta = read_checkpoint(path, use_ema=use_ema)
-    if meta.get("task") != "segment":
-        what = f"a {meta['task']!r} model" if meta.get("task") else "no record of a fatvit segmenter"
-        raise FatvitError(f"{path} holds {what}: give a checkpoint of fatvit segment train")
+    state_dict, meta = read_task_checkpoint(path, "segment", "segmenter", use_ema)
     model = build_segmenter(meta["model"], num_classes=int(meta["num_classes"]), **dict(meta.get("model_kwargs", {})))
     apply_state_dict(model, state_dict, path, meta=meta)
     return model.eval(), meta
