@@ -221,6 +221,10 @@ def test_dense_errors_are_one_line(scenes, tmp_path, capsys):
         (["detect", "predict", str(tmp_path / "none.png"), "--checkpoint", ckpt, "--output", str(tmp_path / "o")],
          "not found"),
         (["segment", "eval", "--checkpoint", ckpt, "--device", "gpu"], "--device must be cpu, cuda or cuda:N"),
+        (["detect", "eval", "--checkpoint", ckpt, "--workers", "-1"], "--workers: must be 0 or more, got -1"),
+        (["segment", "eval", "--checkpoint", ckpt, "--batch-size", "4"], "unrecognized arguments: --batch-size"),
+        (["detect", "predict", "x.png", "--checkpoint", ckpt, "--output", "o", "--score-threshold", "2"],
+         "--score-threshold must be in [0, 1]"),
     ]  # fmt: skip
     for argv, message in cases:
         assert message in cli_error(capsys, argv), argv

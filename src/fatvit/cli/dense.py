@@ -16,15 +16,28 @@ def add_actions(p: argparse.ArgumentParser) -> argparse._SubParsersAction:
     return p.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=type(p))
 
 
-def add_eval_options(p: argparse.ArgumentParser, data_help: str) -> None:
+def add_eval_options(p: argparse.ArgumentParser, data_help: str, batches: bool = True) -> None:
+    """The options of an ``eval`` sub-verb; ``batches``: it takes --batch-size."""
     p.add_argument("--checkpoint", required=True, help="a checkpoint or model.safetensors of a training run")
     p.add_argument("--data", help=data_help)
     p.add_argument("--split", choices=("val", "train"), default="val", help="which split (default: val)")
-    p.add_argument("--batch-size", type=positive_int, default=2, help="images per batch (default: 2)")
-    p.add_argument("--workers", type=int, default=0, help="data loading processes (default: 0)")
+    if batches:
+        p.add_argument("--batch-size", type=positive_int, default=2, help="images per batch (default: 2)")
+    p.add_argument("--workers", type=_workers, default=0, help="data loading processes (default: 0)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--ema", action="store_true", help="evaluate the EMA weights of a training checkpoint")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+
+def _workers(text: str) -> int:
+    """An argparse type: an integer of 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def add_predict_options(p: argparse.ArgumentParser) -> None:

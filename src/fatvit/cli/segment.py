@@ -46,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         description="The mIoU table of a trained segmenter on a split, as mmseg computes it (one confusion matrix "
         "over the split, ignore index 255); --json for scripts.",
     )
-    add_eval_options(e, DATA_HELP)
+    add_eval_options(e, DATA_HELP, batches=False)  # images are scored one at a time, each at its own size
     e.add_argument("--mode", choices=("whole", "slide"), help="inference: whole image or sliding window "
                    "(default: as the checkpoint records)")  # fmt: skip
     e.set_defaults(run=run_eval)
@@ -73,8 +73,6 @@ def run_train(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from ..segmentation.inference import evaluate_checkpoint
 
-    if args.batch_size != 2:
-        raise FatvitError("--batch-size does not apply to segment eval: images are scored one at a time")
     device = check_device(args.device)
     result = evaluate_checkpoint(args.checkpoint, args.data, args.split, args.workers, device, args.ema, args.mode)
     classes = result.pop("classes")
