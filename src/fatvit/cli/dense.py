@@ -9,7 +9,7 @@ from typing import List, Optional, Sequence
 from ..errors import FatvitError
 from ..files import prepare_output_dir
 from ..predictions import find_images
-from .format import positive_int
+from .format import non_negative_int, positive_int
 
 
 def add_actions(p: argparse.ArgumentParser) -> argparse._SubParsersAction:
@@ -23,21 +23,10 @@ def add_eval_options(p: argparse.ArgumentParser, data_help: str, batches: bool =
     p.add_argument("--split", choices=("val", "train"), default="val", help="which split (default: val)")
     if batches:
         p.add_argument("--batch-size", type=positive_int, default=2, help="images per batch (default: 2)")
-    p.add_argument("--workers", type=_workers, default=0, help="data loading processes (default: 0)")
+    p.add_argument("--workers", type=non_negative_int, default=0, help="data loading processes (default: 0)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--ema", action="store_true", help="evaluate the EMA weights of a training checkpoint")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
-
-
-def _workers(text: str) -> int:
-    """An argparse type: an integer of 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
 
 
 def add_predict_options(p: argparse.ArgumentParser) -> None:

@@ -6,15 +6,24 @@ import argparse
 from typing import Sequence
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer of at least 1."""
+def _int_at_least(text: str, low: int, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    return _int_at_least(text, 1, "at least 1")
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer of 0 or more."""
+    return _int_at_least(text, 0, "0 or more")
 
 
 def add_set_option(p: argparse.ArgumentParser, help: str) -> None:

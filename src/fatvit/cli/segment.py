@@ -116,7 +116,7 @@ def run_predict(args: argparse.Namespace) -> int:
             print(f"fatvit: skipping unreadable image {image_path}: {type(err).__name__}: {err}", file=sys.stderr)
             continue
         save_png(draw_classes(image, class_map, len(classes), skip), target)
-        counts = torch_counts(class_map, len(classes))
+        counts = class_shares(class_map, len(classes))
         records.append(dict(path=str(image_path), drawn=str(target),
                             classes={classes[c]: round(n, 4) for c, n in counts.items()}))  # fmt: skip
     if not records:
@@ -132,7 +132,7 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def torch_counts(class_map, num_classes: int) -> dict:  # noqa: ANN001 - a HxW tensor
+def class_shares(class_map, num_classes: int) -> dict:  # noqa: ANN001 - a HxW tensor
     """The share of the pixels of each class present in a class map."""
     import torch
 

@@ -90,9 +90,7 @@ def build_detector(
     if min_size < 32 or max_size < min_size:
         raise FatvitError(f"need 32 <= min_size <= max_size, got min_size={min_size}, max_size={max_size}")
     cfg = DETECTORS[name]
-    kwargs = dict(backbone_kwargs)
-    if cfg.drop_path_rate is not None:
-        kwargs.setdefault("drop_path_rate", cfg.drop_path_rate)
+    kwargs = cfg.backbone_kwargs(backbone_kwargs)
     common = dict(min_size=min_size, max_size=max_size, detections_per_img=detections_per_img)
     if cfg.head == "retinanet":
         stages = StageFeatures(cfg.backbone, (1, 2, 3), **kwargs)

@@ -137,6 +137,7 @@ class DetectionTask(Task):
         )  # fmt: skip
         if cfg.finetune and load_weights:
             load_finetune(model, cfg.finetune, cfg.model, CLASS_LAYERS[self.head])
+        self.label_offset = model.label_offset  # the detector's label of class 0 (Mask R-CNN: 1, background 0)
         return model
 
     def mean_std(self, model: nn.Module) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
@@ -151,10 +152,6 @@ class DetectionTask(Task):
 
     def prepare_batch(self, inputs: Any, targets: Any, device: torch.device, channels_last: bool) -> Tuple[Any, Any]:
         return to_device(inputs, targets, device, self.label_offset)
-
-    @property
-    def label_offset(self) -> int:
-        return 1 if self.masks else 0
 
     def loss(self, model: nn.Module, inputs: Any, targets: Any) -> torch.Tensor:
         losses = model(inputs, targets)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 __all__ = ["DenseConfig", "BACKBONE_DROP_PATH"]
 
@@ -26,3 +26,10 @@ class DenseConfig:
     @property
     def drop_path_rate(self) -> Optional[float]:
         return BACKBONE_DROP_PATH.get(self.backbone)
+
+    def backbone_kwargs(self, given: Dict[str, Any]) -> Dict[str, Any]:
+        """The backbone's model arguments: ``given``, with the dense setup's drop path where none is given."""
+        kwargs = dict(given)
+        if self.drop_path_rate is not None:
+            kwargs.setdefault("drop_path_rate", self.drop_path_rate)
+        return kwargs

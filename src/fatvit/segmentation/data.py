@@ -20,7 +20,6 @@ the crop size (label 255).
 
 from __future__ import annotations
 
-import math
 import random
 import warnings
 from pathlib import Path
@@ -243,8 +242,3 @@ def collate_segmentation(batch: Sequence[Optional[Tuple[torch.Tensor, torch.Tens
     if same and all(lab.shape == labels[0].shape for lab in labels):
         return torch.stack(images), torch.stack(labels), len(batch) - len(kept)
     return images, labels, len(batch) - len(kept)
-
-
-def sliding_window_count(size: int, crop: int, stride: int) -> int:
-    """How many windows of ``crop`` at ``stride`` cover ``size`` pixels (mmseg's count)."""
-    return max(math.ceil((size - crop) / stride), 0) + 1

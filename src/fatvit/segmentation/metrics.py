@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassJaccardIndex
 
-from .data import IGNORE_INDEX, sliding_window_count
+from .data import IGNORE_INDEX
 
-__all__ = ["SegmentationMetrics", "predict_logits"]
+__all__ = ["SegmentationMetrics", "predict_logits", "sliding_window_count"]
 
 
 class SegmentationMetrics:
@@ -53,6 +53,11 @@ class SegmentationMetrics:
 def _nanmean(values: torch.Tensor) -> float:
     kept = values[~values.isnan()]
     return float(kept.mean()) if len(kept) else math.nan
+
+
+def sliding_window_count(size: int, crop: int, stride: int) -> int:
+    """How many windows of ``crop`` at ``stride`` cover ``size`` pixels (mmseg's count)."""
+    return max(math.ceil((size - crop) / stride), 0) + 1
 
 
 def predict_logits(

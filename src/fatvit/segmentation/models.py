@@ -109,9 +109,7 @@ def build_segmenter(
     if num_classes < 2:
         raise FatvitError(f"num_classes must be at least 2, got {num_classes}")
     cfg = SEGMENTERS[name]
-    kwargs = dict(backbone_kwargs)
-    if cfg.drop_path_rate is not None:
-        kwargs.setdefault("drop_path_rate", cfg.drop_path_rate)
+    kwargs = cfg.backbone_kwargs(backbone_kwargs)
     stages = StageFeatures(cfg.backbone, (0, 1, 2, 3), **kwargs)
     if backbone_weights:
         load_backbone_weights(stages, backbone_weights)
