@@ -9,22 +9,23 @@ from torch import nn
 
 from conftest import TINY_ARGS
 from fatvit import FAT
-from fatvit.layers.dwconv import SMALL_MAP, DepthwiseConv2d
+from fatvit.layers import dwconv
+from fatvit.layers.dwconv import SMALL_KERNEL, DepthwiseConv2d
 from fatvit.models.released import ReleasedFAT
-
-SIDE = int(SMALL_MAP**0.5)  # the largest square map on the custom path
 
 
 @pytest.mark.parametrize("kernel, stride, size", [(5, 1, 14), (7, 1, 9), (3, 1, 16), (5, 2, 13), (5, 2, 12), (2, 2, 7)])
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_depthwise_gradients_equal_conv2d(kernel, stride, size, channels_last):
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last", "channels_last_per_image"])
+def test_depthwise_gradients_equal_conv2d(kernel, stride, size, layout, monkeypatch):
+    if layout == "channels_last_per_image":  # every channels-last input takes the one-convolution-per-image form
+        monkeypatch.setattr(dwconv, "SMALL_IMAGE", 0)
     torch.manual_seed(0)
     padding = kernel // 2 if kernel % 2 else 0
     fast = DepthwiseConv2d(6, kernel, stride=stride, padding=padding)
     plain = nn.Conv2d(6, 6, kernel, stride=stride, padding=padding, groups=6)
     plain.load_state_dict(fast.state_dict())
     x = torch.randn(3, 6, size, size + 1)
-    if channels_last:
+    if layout != "channels_first":
         x = x.contiguous(memory_format=torch.channels_last)
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     ya, yb = fast(xa), plain(xb)
@@ -37,19 +38,59 @@ def test_depthwise_gradients_equal_conv2d(kernel, stride, size, channels_last):
     torch.testing.assert_close(fast.bias.grad, plain.bias.grad, rtol=1e-4, atol=1e-4)
 
 
-def test_only_small_maps_take_the_custom_weight_gradient():
+@pytest.mark.parametrize("channels_last, small_image, convs", [(False, 0, 1), (True, 10**9, 1), (True, 0, 3)])
+def test_weight_gradient_forms(channels_last, small_image, convs, monkeypatch):
+    """Channels-first and small channels-last inputs: one convolution; larger channels-last ones: one per image."""
+    monkeypatch.setattr(dwconv, "SMALL_IMAGE", small_image)
+    calls = []
+    conv2d = F.conv2d
+    monkeypatch.setattr(dwconv.F, "conv2d", lambda *args: calls.append(args[1].shape) or conv2d(*args))
     conv = DepthwiseConv2d(4, 5, padding=2)
-    small = conv(torch.randn(2, 4, SIDE, SIDE))
-    large = conv(torch.randn(2, 4, SIDE + 1, SIDE + 1))
-    assert "DepthwiseConv" in type(small.grad_fn).__name__
-    assert "Convolution" in type(large.grad_fn).__name__ and "Depthwise" not in type(large.grad_fn).__name__
+    x = torch.randn(3, 4, 8, 8)
+    y = conv(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+    calls.clear()
+    y.sum().backward()
+    kernel_shapes = [shape for shape in calls if shape[-2:] == (8, 8)]  # the gradient maps as kernels
+    assert len(kernel_shapes) == convs
+    assert kernel_shapes[0][0] == (4 if convs == 3 else 12)
+
+
+def test_which_convolutions_take_the_custom_weight_gradient():
+    assert SMALL_KERNEL == 9
+    large, small = DepthwiseConv2d(4, 5, padding=2), DepthwiseConv2d(4, 3, padding=1)
+    x = torch.randn(2, 4, 20, 20)
+    assert "DepthwiseConv" in type(large(x).grad_fn).__name__
+    assert "DepthwiseConv" in type(large.forward_residual(x).grad_fn).__name__
+    assert "Depthwise" not in type(small(x).grad_fn).__name__  # 3x3: oneDNN's own backward
     with torch.no_grad():
-        assert conv(torch.randn(1, 4, 8, 8)).grad_fn is None
+        assert large(torch.randn(1, 4, 8, 8)).grad_fn is None
     with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed precision: PyTorch's own backward
-        mixed = conv(torch.randn(2, 4, 8, 8))
+        mixed = large(torch.randn(2, 4, 8, 8))
     assert "Depthwise" not in type(mixed.grad_fn).__name__
     mixed.float().sum().backward()
-    assert conv.weight.grad is not None
+    assert large.weight.grad is not None
+
+
+@pytest.mark.parametrize("kernel", [3, 5, 9])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_residual_form_is_input_plus_conv(kernel, channels_last):
+    """forward_residual(x) = x + conv(x): outputs, and the gradients of the input, weight and bias."""
+    torch.manual_seed(0)
+    conv = DepthwiseConv2d(5, kernel, padding=kernel // 2)
+    x = torch.randn(2, 5, 11, 13)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = conv.forward_residual(xa), xb + conv(xb)
+    torch.testing.assert_close(ya, yb, rtol=1e-6, atol=1e-6)
+    grad = torch.randn_like(ya)
+    (ga,) = torch.autograd.grad(ya, [conv.weight], grad, retain_graph=True)
+    (gb,) = torch.autograd.grad(yb, [conv.weight], grad, retain_graph=True)
+    torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-4)
+    ya.backward(grad)
+    yb.backward(grad)
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-5, atol=1e-5)
+    assert set(conv.state_dict()) == {"weight", "bias"}  # the identity is not a parameter or buffer
 
 
 def test_depthwise_state_dict_is_conv2d_and_frozen_weights_need_no_weight_grad():

@@ -1,20 +1,28 @@
-"""A depthwise convolution whose weight gradient takes a faster path on small CPU maps.
+"""A depthwise convolution whose weight gradient takes a faster path on CPUs.
 
-oneDNN's depthwise weight-gradient kernel is slow on small maps (FAT's stages
-3 and 4: 14x14 and 7x7 at 224): its backward took 2 to 5 times as long as
-the path below there, at batch 32 on 2 cores, while on 28x28 and 56x56 maps
-the comparison was mixed (from 2x faster to 5x slower). The weight gradient
-is itself a depthwise correlation, of each input channel with its output
-gradient, summed over the batch::
+oneDNN's depthwise weight-gradient kernel is slow for the kernels FAT uses
+(5x5 to 9x9): on FAT-B0's maps at batch 32 on 2 cores it took 1.5 to 7
+times as long as the paths below, and for the largest map (128 channels at
+56x56, channels-last) about 110 ms, five times its forward pass. The weight
+gradient is itself a depthwise correlation, of each input channel with its
+output gradient, summed over the batch::
 
     dW[c, i, j] = sum_{b, y, x} gO[b, c, y, x] * X_pad[b, c, s*y + d*i, s*x + d*j]
 
-so on maps of at most :data:`SMALL_MAP` pixels :class:`DepthwiseConv2d`
-computes it as one forward depthwise convolution of the ``B*C`` input maps
-with the ``B*C`` output-gradient maps as kernels (dilated by the stride),
-then a sum over the batch; larger maps use PyTorch's own backward. The math
-is that of ``nn.Conv2d``; only the order of the additions differs (float32
-rounding). The input gradient and the forward pass are PyTorch's own.
+so :func:`depthwise_weight_grad` computes it with forward depthwise
+convolutions, the output-gradient maps as kernels (dilated by the stride):
+
+* channels-first inputs, and channels-last ones of at most
+  :data:`SMALL_IMAGE` values per image: one convolution of the ``B*C``
+  input maps with the ``B*C`` gradient maps, then a sum over the batch;
+* larger channels-last inputs: one convolution per image, whose ``C``
+  kernels are that image's gradient maps, summed over the images (this
+  avoids two channels-first copies, which cost more than the convolution
+  there).
+
+Kernels of at most 3x3 keep oneDNN's own backward, which is fast for them.
+The math is that of ``nn.Conv2d``; only the order of the additions differs
+(float32 rounding). The input gradient and the forward pass are PyTorch's own.
 """
 
 from __future__ import annotations
@@ -26,23 +34,32 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
-__all__ = ["DepthwiseConv2d", "depthwise_weight_grad", "SMALL_MAP"]
+__all__ = ["DepthwiseConv2d", "depthwise_weight_grad", "centre_tap", "SMALL_IMAGE", "SMALL_KERNEL"]
 
-#: Input maps of at most this many pixels take the weight-gradient path above.
-SMALL_MAP = 16 * 16
+#: Channels-last inputs of at most this many values per image (``C*H*W``) use the one-convolution form.
+SMALL_IMAGE = 64 * 1024
+
+#: Kernels of at most this many taps keep oneDNN's own weight gradient.
+SMALL_KERNEL = 3 * 3
 
 
 def depthwise_weight_grad(
     x: torch.Tensor, grad_out: torch.Tensor, kernel_size: Tuple[int, int], stride: Tuple[int, int],
     padding: Tuple[int, int], dilation: Tuple[int, int],
 ) -> torch.Tensor:  # fmt: skip
-    """The gradient of a depthwise conv's ``(C, 1, kh, kw)`` weight, as one forward depthwise convolution."""
+    """The gradient of a depthwise conv's ``(C, 1, kh, kw)`` weight, computed with forward depthwise convolutions."""
     b, c, h, w = x.shape
-    inputs = x.contiguous().view(1, b * c, h, w)
-    kernels = grad_out.contiguous().view(b * c, 1, grad_out.shape[-2], grad_out.shape[-1])
-    # output element (i, j) correlates the input, shifted by dilation * (i, j), with the gradient at stride steps
-    out = F.conv2d(inputs, kernels, None, dilation, padding, stride, b * c)
     kh, kw = kernel_size
+    gh, gw = grad_out.shape[-2:]
+    # output element (i, j) correlates the input, shifted by dilation * (i, j), with the gradient at stride steps
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() and c * h * w > SMALL_IMAGE:
+        total = x.new_zeros(1, c, kh, kw)
+        for image, grad in zip(x.split(1), grad_out):
+            total += F.conv2d(image, grad.unsqueeze(1), None, dilation, padding, stride, c)[..., :kh, :kw]
+        return total.view(c, 1, kh, kw)
+    inputs = x.contiguous().view(1, b * c, h, w)
+    kernels = grad_out.contiguous().view(b * c, 1, gh, gw)
+    out = F.conv2d(inputs, kernels, None, dilation, padding, stride, b * c)
     return out[..., :kh, :kw].reshape(b, c, kh, kw).sum(0).unsqueeze(1)
 
 
@@ -69,19 +86,37 @@ class _DepthwiseConv(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None
 
 
+def centre_tap(weight: torch.Tensor) -> torch.Tensor:
+    """A depthwise kernel of the shape of ``weight`` that is 1 at the centre tap and 0 elsewhere (the identity)."""
+    kh, kw = weight.shape[-2], weight.shape[-1]
+    return F.pad(torch.ones_like(weight[:, :, :1, :1]), [kw // 2, kw // 2, kh // 2, kh // 2])
+
+
 class DepthwiseConv2d(nn.Conv2d):
     """``nn.Conv2d(dim, dim, k, groups=dim)`` (same parameters and state-dict keys) with the fast weight gradient.
 
     The custom backward is used when a gradient is being recorded for the
-    weight of a small map (:data:`SMALL_MAP`) on the CPU, without autocast;
-    otherwise (GPUs, mixed precision, inference, TorchScript, FX tracing) it
-    is a plain convolution.
+    weight on the CPU, without autocast, and the kernel has more than
+    :data:`SMALL_KERNEL` taps; otherwise (GPUs, mixed precision, inference,
+    TorchScript, FX tracing, 3x3 kernels) it is a plain convolution.
+
+    :meth:`forward_residual` computes ``x + conv(x)`` (FAT's CPE and the
+    ConvFFN's residual depthwise conv) as one convolution whose kernel has
+    the identity added at its centre tap: the same function, without the
+    separate addition and its gradient accumulation.
     """
 
     def __init__(self, dim: int, kernel_size: int, stride: int = 1, padding: int = 0, bias: bool = True) -> None:
         super().__init__(dim, dim, kernel_size, stride=stride, padding=padding, groups=dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._depthwise(x, self.weight)
+
+    def forward_residual(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + self(x)``, for a stride-1 conv with odd kernels and "same" padding, as one convolution."""
+        return self._depthwise(x, self.weight + centre_tap(self.weight))
+
+    def _depthwise(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         # TorchScript skips this branch (it cannot compile autograd Functions); under FX the weight is a proxy
         if not torch.jit.is_scripting():  # noqa: SIM102
             if (
@@ -90,7 +125,7 @@ class DepthwiseConv2d(nn.Conv2d):
                 and self.weight.requires_grad
                 and x.is_cpu
                 and not torch.is_autocast_enabled("cpu")
-                and x.shape[-2] * x.shape[-1] <= SMALL_MAP
+                and self.kernel_size[0] * self.kernel_size[1] > SMALL_KERNEL
             ):
-                return _DepthwiseConv.apply(x, self.weight, self.bias, self)
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+                return _DepthwiseConv.apply(x, weight, self.bias, self)
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)

@@ -37,10 +37,8 @@ class ConvFFN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.fc1(x))
-        if self.stride == 1:
-            x = x + self.dwconv(x)
-        else:
-            x = self.dwconv(x)
+        # stride 1: x + DWConv(x), as one convolution
+        x = self.dwconv.forward_residual(x) if self.stride == 1 else self.dwconv(x)
         return self.fc2(self.bn(x))
 
     def fuse(self) -> FusedConvFFN:

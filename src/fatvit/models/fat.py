@@ -113,6 +113,8 @@ class FATBlock(nn.Module):
     conditional positional encoding (an ablation).
     """
 
+    __constants__ = ["use_cpe"]  # for TorchScript, which then compiles only the branch taken
+
     def __init__(
         self,
         dim: int,
@@ -143,8 +145,8 @@ class FATBlock(nn.Module):
 
     def forward_mixer(self, x: torch.Tensor) -> torch.Tensor:
         """Token mixing at the block's input resolution: CPE and FASA."""
-        if self.use_cpe:
-            x = x + self.cpe(x)
+        if self.use_cpe:  # x + CPE(x), as one convolution
+            x = self.cpe.forward_residual(x)
         return self.mixer_out(x + self.drop_path1(self.attn(self.norm1(x))))
 
     def forward_ffn(self, x: torch.Tensor) -> torch.Tensor:

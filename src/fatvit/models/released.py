@@ -11,7 +11,8 @@ implementation beside the authors' on identical weights without their code:
   code's reshapes;
 * the local branch's gate computed as in the released code, including the
   ``sigmoid`` of the local branch that it computes and never uses;
-* BatchNorm as a separate op after each conv; ``x + CPE(x)`` as an add;
+* BatchNorm as a separate op after each conv; ``x + CPE(x)`` and the
+  ConvFFN's ``h + DWConv(h)`` as adds;
 * PyTorch's own depthwise-conv backward (``nn.Conv2d``);
 * the head as adaptive average pooling of the normed map, then the linear.
 
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import FASA, RefinedDownsample
+from ..layers import FASA, ConvFFN, RefinedDownsample
 from ..layers.dwconv import DepthwiseConv2d
 from .fat import FAT, FATBlock
 
@@ -53,10 +54,17 @@ def _released_fasa(attn: FASA, x: torch.Tensor) -> torch.Tensor:
     return attn.mixer(x_local * x_global)
 
 
+def _released_ffn(ffn: ConvFFN, x: torch.Tensor) -> torch.Tensor:
+    """The ConvFFN as the released code computes it: the residual ``x + DWConv(x)`` as an add."""
+    x = ffn.act(ffn.fc1(x))
+    x = x + ffn.dwconv(x) if ffn.stride == 1 else ffn.dwconv(x)
+    return ffn.fc2(ffn.bn(x))
+
+
 def _released_block(block: FATBlock, x: torch.Tensor) -> torch.Tensor:
     x = x + block.cpe(x)
     x = x + block.drop_path1(_released_fasa(block.attn, block.norm1(x)))
-    return block.downsample(x) + block.drop_path2(block.ffn(block.norm2(x)))
+    return block.downsample(x) + block.drop_path2(_released_ffn(block.ffn, block.norm2(x)))
 
 
 class ReleasedFAT(nn.Module):
