@@ -15,6 +15,9 @@ interaction*)::
     X_global = X'_global * sigmoid(X'_local)
     Y        = W_2 (X_global * X_local)
 
+(The code regroups the product's factors: ``X_global * X_local`` equals
+``SiLU(X'_local) * SiLU(X'_global)``, which takes fewer passes over the maps.)
+
 The authors' released code gates only the local branch
 (``Y = W_2 (X'_local * sigmoid(X'_global) * X'_global)``); that variant is
 selected with ``interaction="reference"`` and is the one their checkpoints
@@ -238,11 +241,14 @@ class FASA(nn.Module):
         x_local = self.local_aggregation(q)
         # bidirectional adaptive interaction
         if self.interaction == "bidirectional":
-            # X_local = X'_local * sigmoid(X'_global); X_global = X'_global * sigmoid(X'_local)
-            mixed = (x_local * torch.sigmoid(x_global)) * (x_global * torch.sigmoid(x_local))
+            # X_local = X'_local * sigmoid(X'_global); X_global = X'_global * sigmoid(X'_local), so that
+            # X_local * X_global = (X'_local * sigmoid(X'_local)) * (X'_global * sigmoid(X'_global)):
+            # the same product with its factors regrouped, computed as SiLU(X'_local) * SiLU(X'_global)
+            mixed = F.silu(x_local) * F.silu(x_global)
         elif self.interaction == "reference":
-            # released code: X_local * X'_global, the global branch left ungated
-            mixed = x_local * torch.sigmoid(x_global) * x_global
+            # released code: X_local * X'_global = X'_local * sigmoid(X'_global) * X'_global, the global
+            # branch left ungated; computed as X'_local * SiLU(X'_global)
+            mixed = x_local * F.silu(x_global)
         # fusion ablations: no gating, the branches are merged and projected
         elif self.interaction == "add":
             mixed = x_local + x_global
