@@ -12,7 +12,7 @@ from conftest import FAST_RECIPE, make_image_folder
 from fatvit.checkpoint import read_state_dict
 from fatvit.config import load_config
 from fatvit.models import create_model
-from fatvit.train import Trainer
+from fatvit.train import Trainer, create_optimizer
 
 
 def _recipe(tmp_path, name, *extra):
@@ -148,3 +148,30 @@ def test_finetune_with_a_new_number_of_classes(folder, tmp_path):
 @pytest.mark.slow
 def test_training_under_torch_compile(folder, tmp_path):
     assert Trainer(_recipe(tmp_path, "run", "epochs=1", "compile=true")).fit()["finished"]
+
+
+@pytest.mark.parametrize("opt, fused", [("adamw", True), ("sgd", True), ("lamb", False)])
+def test_optimizers_run_fused_where_torch_has_a_fused_form(opt, fused):
+    """Fused AdamW/SGD make the same update as their loop over parameters; other optimizers are left alone."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    twin = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    twin.load_state_dict(model.state_dict())
+    optimizer = create_optimizer(model, opt, lr=0.1, weight_decay=0.05)
+    assert bool(optimizer.defaults.get("fused")) is fused
+    # no weight decay on biases and 1-D parameters, as timm's factory does
+    assert sorted(g["weight_decay"] for g in optimizer.param_groups) == [0.0, 0.05]
+    if not fused:
+        return
+    from timm.optim import create_optimizer_v2
+
+    reference = create_optimizer_v2(twin, opt, lr=0.1, weight_decay=0.05)
+    assert not reference.defaults.get("fused")
+    for _ in range(3):  # the same gradients into both
+        for a, b in zip(model.parameters(), twin.parameters()):
+            a.grad = torch.randn_like(a)
+            b.grad = a.grad.clone()
+        optimizer.step()
+        reference.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
