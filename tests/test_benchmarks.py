@@ -142,6 +142,18 @@ def test_inference_profile_reports_both_forms(capsys):
     assert json.loads(capsys.readouterr().out) == report
 
 
+def test_training_profile_sorts_the_work_of_both_forms(capsys):
+    report = _load("profile_training").main(["--batch-size", "2", "--img-size", "64", "--steps", "1", "--json"])
+    released, ours = (report["forms"][form]["kinds_ms"] for form in ("released", "fatvit"))
+    for form in report["forms"].values():
+        assert form["total_ms"] == pytest.approx(sum(form["kinds_ms"].values()), abs=0.1 * len(form["kinds_ms"]))
+        assert form["kinds_ms"]["1x1 convolution forward"] > 0 and form["kinds_ms"]["1x1 convolution backward"] > 0
+    # fatvit computes depthwise weight gradients with forward convolutions; the released code has none
+    assert ours["depthwise weight gradient (forward convolutions)"] > 0
+    assert "depthwise weight gradient (forward convolutions)" not in released
+    assert json.loads(capsys.readouterr().out) == report
+
+
 def test_dense_latency_benchmark_reports_ratios_to_resnet18(capsys):
     rows = _load("dense_latency").main(["--sizes", "64x96", "--rounds", "1", "--warmup", "0"])
     assert [r["model"] for r in rows] == [f"{h}_{b}" for h in ("retinanet", "mask_rcnn", "semantic_fpn")
