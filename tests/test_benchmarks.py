@@ -154,6 +154,20 @@ def test_training_profile_sorts_the_work_of_both_forms(capsys):
     assert json.loads(capsys.readouterr().out) == report
 
 
+def test_gpu_check_runs_its_code_path_on_the_cpu(capsys):
+    """The prepared GPU check: throughput records and a training run whose loss falls (here on the CPU, in fp32)."""
+    argv = ["--device", "cpu", "--models", "fat_b0", "edgenext_x_small", "--batch-size", "2", "--img-size", "64",
+            "--rounds", "1", "--train-steps", "6", "--no-compile", "--json"]  # fmt: skip
+    report = _load("gpu_check").main(argv)
+    assert [r["model"] for r in report["throughput"]] == ["fat_b0", "edgenext_x_small"]
+    assert all(r["images_per_s"] > 0 and r["batch"] == 2 for r in report["throughput"])
+    assert report["throughput"][0]["paper_images_per_s"] == 1932
+    training = report["training"]
+    assert training["amp"] == "none" and not training["compiled"] and len(training["losses"]) == 6
+    assert training["ok"], training["losses"]
+    assert json.loads(capsys.readouterr().out) == report
+
+
 def test_dense_latency_benchmark_reports_ratios_to_resnet18(capsys):
     rows = _load("dense_latency").main(["--sizes", "64x96", "--rounds", "1", "--warmup", "0"])
     assert [r["model"] for r in rows] == [f"{h}_{b}" for h in ("retinanet", "mask_rcnn", "semantic_fpn")

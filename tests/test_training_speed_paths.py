@@ -61,7 +61,7 @@ def test_which_convolutions_take_the_custom_weight_gradient():
     large, small = DepthwiseConv2d(4, 5, padding=2), DepthwiseConv2d(4, 3, padding=1)
     x = torch.randn(2, 4, 20, 20)
     assert "DepthwiseConv" in type(large(x).grad_fn).__name__
-    assert "DepthwiseConv" in type(large.forward_residual(x).grad_fn).__name__
+    assert "DepthwiseConv" in type(large(x, residual=True).grad_fn).__name__
     assert "Depthwise" not in type(small(x).grad_fn).__name__  # 3x3: oneDNN's own backward
     with torch.no_grad():
         assert large(torch.randn(1, 4, 8, 8)).grad_fn is None
@@ -75,14 +75,14 @@ def test_which_convolutions_take_the_custom_weight_gradient():
 @pytest.mark.parametrize("kernel", [3, 5, 9])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_residual_form_is_input_plus_conv(kernel, channels_last):
-    """forward_residual(x) = x + conv(x): outputs, and the gradients of the input, weight and bias."""
+    """conv(x, residual=True) = x + conv(x): outputs, and the gradients of the input, weight and bias."""
     torch.manual_seed(0)
     conv = DepthwiseConv2d(5, kernel, padding=kernel // 2)
     x = torch.randn(2, 5, 11, 13)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-    ya, yb = conv.forward_residual(xa), xb + conv(xb)
+    ya, yb = conv(xa, residual=True), xb + conv(xb)
     torch.testing.assert_close(ya, yb, rtol=1e-6, atol=1e-6)
     grad = torch.randn_like(ya)
     (ga,) = torch.autograd.grad(ya, [conv.weight], grad, retain_graph=True)

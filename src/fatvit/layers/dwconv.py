@@ -1,9 +1,10 @@
 """A depthwise convolution whose weight gradient takes a faster path on CPUs.
 
 oneDNN's depthwise weight-gradient kernel is slow for the kernels FAT uses
-(5x5 to 9x9): on FAT-B0's maps at batch 32 on 2 cores it took 1.5 to 7
-times as long as the paths below, and for the largest map (128 channels at
-56x56, channels-last) about 110 ms, five times its forward pass. The weight
+(5x5 to 9x9): on FAT-B0's maps at batch 32 on 2 cores it took up to five
+times as long as the paths below (about as long on the smallest maps), and
+for the largest map (128 channels at 56x56, channels-last) about 110 ms
+against 34 ms, five times its own forward pass. The weight
 gradient is itself a depthwise correlation, of each input channel with its
 output gradient, summed over the batch::
 
@@ -100,21 +101,19 @@ class DepthwiseConv2d(nn.Conv2d):
     :data:`SMALL_KERNEL` taps; otherwise (GPUs, mixed precision, inference,
     TorchScript, FX tracing, 3x3 kernels) it is a plain convolution.
 
-    :meth:`forward_residual` computes ``x + conv(x)`` (FAT's CPE and the
-    ConvFFN's residual depthwise conv) as one convolution whose kernel has
-    the identity added at its centre tap: the same function, without the
-    separate addition and its gradient accumulation.
+    ``forward(x, residual=True)`` computes ``x + conv(x)`` (FAT's CPE and
+    the ConvFFN's residual depthwise conv, for a stride-1 conv with odd
+    kernels and "same" padding) as one convolution whose kernel has the
+    identity added at its centre tap: the same function, without the
+    separate addition and its gradient accumulation. It is still a call of
+    this module, so hooks and FX graphs see it.
     """
 
     def __init__(self, dim: int, kernel_size: int, stride: int = 1, padding: int = 0, bias: bool = True) -> None:
         super().__init__(dim, dim, kernel_size, stride=stride, padding=padding, groups=dim, bias=bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._depthwise(x, self.weight)
-
-    def forward_residual(self, x: torch.Tensor) -> torch.Tensor:
-        """``x + self(x)``, for a stride-1 conv with odd kernels and "same" padding, as one convolution."""
-        return self._depthwise(x, self.weight + centre_tap(self.weight))
+    def forward(self, x: torch.Tensor, residual: bool = False) -> torch.Tensor:
+        return self._depthwise(x, self.weight + centre_tap(self.weight) if residual else self.weight)
 
     def _depthwise(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         # TorchScript skips this branch (it cannot compile autograd Functions); under FX the weight is a proxy

@@ -64,7 +64,7 @@ class ConvFFN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.fc1(x))
         # stride 1: x + DWConv(x), as one convolution
-        x = self.dwconv.forward_residual(x) if self.stride == 1 else self.dwconv(x)
+        x = self.dwconv(x, residual=self.stride == 1)
         return self.fc2(self.bn(x))
 
     def fuse(self) -> FusedConvFFN:

@@ -146,7 +146,7 @@ class FATBlock(nn.Module):
     def forward_mixer(self, x: torch.Tensor) -> torch.Tensor:
         """Token mixing at the block's input resolution: CPE and FASA."""
         if self.use_cpe:  # x + CPE(x), as one convolution
-            x = self.cpe.forward_residual(x)
+            x = self.cpe(x, residual=True)
         return self.mixer_out(x + self.drop_path1(self.attn(self.norm1(x))))
 
     def forward_ffn(self, x: torch.Tensor) -> torch.Tensor:
