@@ -132,8 +132,10 @@ def main(argv: List[str] | None = None) -> Dict[str, object]:
     rows = [[r["model"], r["images_per_s"], r["paper_images_per_s"] or "-"] for r in report["throughput"]]
     print(render_table(["model", "img/s", "paper img/s"], rows))
     train = report["training"]
-    print(f"training FAT-B0 (compiled: {train['compiled']}): first step {train['first_step_s']} s, then "
-          f"{train['step_s']} s per step; loss {losses[0]} -> {losses[-1]}: {'ok' if train['ok'] else 'FAILED'}")
+    print(
+        f"training FAT-B0 (compiled: {train['compiled']}): first step {train['first_step_s']} s, then "
+        f"{train['step_s']} s per step; loss {losses[0]} -> {losses[-1]}: {'ok' if train['ok'] else 'FAILED'}"
+    )
     return report
 
 
