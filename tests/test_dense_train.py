@@ -98,7 +98,7 @@ def test_detection_learns(tmp_path):
         "max_size=64",
         "batch_size=4",
         "lr_base_batch=4",
-        "lr=1e-3",
+        "lr=5e-4",  # at 1e-3 the run spikes and its last epochs swing with float32 rounding
         "workers=0",
         "epochs=25",
         "decay_milestones=[24]",
