@@ -1,10 +1,11 @@
 """Where a CPU training step of FAT-B0 goes: torch.profiler, the released code against fatvit's defaults.
 
 A step is forward, cross-entropy, backward and the AdamW step, batch 32 at
-224x224, set up as ``benchmarks/train_throughput.py`` sets it up: the
-released code channels-first with PyTorch's own depthwise backward and
-AdamW's default implementation; fatvit channels-last with its depthwise
-weight gradient and the Trainer's (fused) optimizer. Prints the self CPU
+224x224, set up by ``fatvit.benchmark.prepare_training_step`` as for
+``benchmarks/train_throughput.py``: the released code channels-first with
+PyTorch's own depthwise backward and AdamW's default implementation;
+fatvit channels-last with its depthwise weight gradient and the Trainer's
+(fused) optimizer. Prints the self CPU
 time per step of each kind of work, largest first: convolutions by kind
 (1x1, depthwise, the stem's 3x3) and direction, the depthwise weight
 gradient's own convolutions, attention, norms, activations, elementwise
@@ -22,14 +23,11 @@ from collections import defaultdict
 from typing import Dict, List, Sequence
 
 import torch
-import torch.nn.functional as F
-from timm.optim import create_optimizer_v2
 from torch.profiler import ProfilerActivity, profile
 
 import fatvit  # noqa: F401 - registers the FAT models
-from fatvit.benchmark import build_candidate
+from fatvit.benchmark import prepare_training_step
 from fatvit.cli.format import render_table
-from fatvit.train import create_optimizer
 
 #: op name -> kind of work, for the ops that are not convolutions
 KINDS = {
@@ -69,21 +67,7 @@ def kind_of(op: str, shapes: Sequence[Sequence[int]]) -> str:
 
 def profile_step(name: str, batch_size: int, img_size: int, steps: int) -> Dict[str, float]:
     """Self CPU milliseconds per training step of each kind of work, for ``name`` (``authors:`` + size, or a model)."""
-    model = build_candidate(name, img_size).model.train()
-    x = torch.randn(batch_size, 3, img_size, img_size)
-    y = torch.randint(0, 1000, (batch_size,))
-    if name.startswith("authors:"):
-        optimizer = create_optimizer_v2(model, "adamw", lr=1e-4, weight_decay=0.05)
-    else:
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-        optimizer = create_optimizer(model, "adamw", lr=1e-4, weight_decay=0.05)
-
-    def step() -> None:
-        F.cross_entropy(model(x), y).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
+    _, step = prepare_training_step(name, batch_size, img_size)
     step()
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         for _ in range(steps):

@@ -23,13 +23,10 @@ import time
 from typing import Dict, List
 
 import torch
-import torch.nn.functional as F
-from timm.optim import create_optimizer_v2
 
 import fatvit  # noqa: F401 - registers the FAT models
-from fatvit.benchmark import AUTHORS_PREFIX, build_candidate
+from fatvit.benchmark import prepare_training_step
 from fatvit.cli.format import render_table
-from fatvit.train import create_optimizer
 
 MODELS = ["authors:fat_b0", "fat_b0", "fat_b1", "edgenext_small", "efficientnet_b1"]
 
@@ -47,25 +44,11 @@ def main(argv: List[str] | None = None) -> List[dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    setups: Dict[str, tuple] = {}
-    for name in args.models:
-        model = build_candidate(name, args.img_size).model.train()
-        x = torch.randn(args.batch_size, 3, args.img_size, args.img_size)
-        if name.startswith(AUTHORS_PREFIX):  # the released code: channels-first, AdamW's default implementation
-            opt = create_optimizer_v2(model, "adamw", lr=1e-4, weight_decay=0.05)
-        else:  # fatvit's defaults: TrainConfig.channels_last, the Trainer's optimizer
-            model = model.to(memory_format=torch.channels_last)
-            x = x.contiguous(memory_format=torch.channels_last)
-            opt = create_optimizer(model, "adamw", lr=1e-4, weight_decay=0.05)
-        y = torch.randint(0, 1000, (args.batch_size,))
-        setups[name] = (model, x, y, opt)
+    setups = {name: prepare_training_step(name, args.batch_size, args.img_size) for name in args.models}
 
     def step(name: str) -> float:
-        model, x, y, opt = setups[name]
         start = time.perf_counter()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        setups[name][1]()
         return time.perf_counter() - start
 
     for name in setups:

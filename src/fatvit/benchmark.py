@@ -36,6 +36,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import timm
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .deploy import compile_inference, deploy
@@ -51,6 +52,7 @@ __all__ = [
     "Candidate",
     "build_candidate",
     "prepare_runner",
+    "prepare_training_step",
     "time_interleaved",
     "run_benchmark",
     "plot_latency",
@@ -165,6 +167,38 @@ def prepare_runner(candidate: Candidate, mode: str, batch: int, workdir: Path) -
     with torch.inference_mode():
         run()
     return run
+
+
+def prepare_training_step(name: str, batch_size: int, img_size: int = 224) -> Tuple[nn.Module, Callable[[], None]]:
+    """``name``'s model in train mode, and a function of no arguments that runs one CPU training step of it.
+
+    A step is forward, cross-entropy, backward and the optimizer step, on a
+    fixed random batch. ``authors:`` + a FAT size trains as the released
+    code does (channels-first, timm's AdamW in its default implementation);
+    any other model with fatvit's training defaults (channels-last, the
+    Trainer's optimizer: :func:`fatvit.train.create_optimizer`).
+    """
+    from timm.optim import create_optimizer_v2
+
+    from .train import create_optimizer
+
+    candidate = build_candidate(name, img_size)
+    model = candidate.model.train()
+    x = torch.randn(batch_size, 3, *candidate.input_size)
+    y = torch.randint(0, 1000, (batch_size,))
+    if candidate.is_authors:
+        optimizer = create_optimizer_v2(model, "adamw", lr=1e-4, weight_decay=0.05)
+    else:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+        optimizer = create_optimizer(model, "adamw", lr=1e-4, weight_decay=0.05)
+
+    def step() -> None:
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return model, step
 
 
 def time_interleaved(
