@@ -92,6 +92,8 @@ def test_residual_form_is_input_plus_conv(kernel, channels_last):
     yb.backward(grad)
     torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-5, atol=1e-5)
     assert set(conv.state_dict()) == {"weight", "bias"}  # the identity is not a parameter or buffer
+    with pytest.raises(ValueError, match="stride-1"):
+        DepthwiseConv2d(5, kernel, stride=2, padding=kernel // 2)(x, residual=True)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -99,19 +101,20 @@ def test_residual_form_is_input_plus_conv(kernel, channels_last):
 def test_gelu_in_memory_order_is_gelu(channels_last, approximate):
     """The values and input gradient of nn.GELU on the channels-first map, in the input's memory format.
 
-    (nn.GELU on the strided view of a channels-last map takes another CPU
-    kernel, whose values differ in the last bits.)
+    Equal up to float32 rounding: which elements fall in a vectorised loop's
+    tail depends on the layout, and scalar and vector kernels differ in the
+    last bits.
     """
     x = torch.randn(2, 6, 5, 7)
     xa = (x.contiguous(memory_format=torch.channels_last) if channels_last else x.clone()).requires_grad_()
     xb = x.clone().requires_grad_()
     ya, yb = GELU(approximate)(xa), nn.GELU(approximate)(xb)
-    assert torch.equal(ya, yb)
+    torch.testing.assert_close(ya, yb, rtol=1e-5, atol=1e-6)
     assert ya.is_contiguous(memory_format=torch.channels_last) == channels_last
     grad = torch.randn_like(ya)
     ya.backward(grad)
     yb.backward(grad)
-    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(ya, nn.GELU(approximate)(xa), rtol=1e-6, atol=1e-6)
     assert torch.equal(GELU()(x[:, :, 1:]), F.gelu(x[:, :, 1:]))  # neither layout: plain GELU
 

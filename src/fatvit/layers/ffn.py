@@ -16,10 +16,11 @@ __all__ = ["ConvFFN", "FusedConvFFN", "DownsampleShortcut", "GELU", "gelu_in_mem
 def gelu_in_memory_order(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
     """GELU of a map; a channels-last one is computed as its ``(B, H, W, C)`` view, which is contiguous.
 
-    The values are the same. PyTorch's CPU GELU kernels, forward and
-    backward, are faster on a contiguous tensor than on the strided
-    ``(B, C, H, W)`` view of channels-last memory (about 6 against 9 ms
-    forward and 10 against 15 ms backward for a 32x128x56x56 map on 2 cores).
+    The values are GELU's, up to float32 rounding. PyTorch's CPU
+    GELU kernels, forward and backward, are faster on a contiguous tensor
+    than on the strided ``(B, C, H, W)`` view of channels-last memory (about
+    6 against 9 ms forward and 10 against 15 ms backward for a 32x128x56x56
+    map on 2 cores).
     """
     if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
         return F.gelu(x.permute(0, 2, 3, 1), approximate=approximate).permute(0, 3, 1, 2)
