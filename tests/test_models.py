@@ -265,3 +265,52 @@ def test_head_init_options():
     assert default.weight.abs().max() <= 1 / 8
     with pytest.raises(ValueError, match="head_init"):
         FAT(**TINY_ARGS, head_init="xavier")
+
+
+def _timm_fx_model(model):
+    """timm's ``tests/test_models.py::_create_fx_model`` (eval): torchvision's feature extractor with timm's
+    leaf modules and wrapped functions, returning the last node."""
+    from timm.layers import get_notrace_functions, get_notrace_modules
+    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+    kwargs = dict(leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions(),
+                  param_shapes_constant=True)  # fmt: skip
+    train_nodes, eval_nodes = get_graph_node_names(model, tracer_kwargs=kwargs)
+    return create_feature_extractor(model, train_return_nodes=[train_nodes[-1]], eval_return_nodes=[eval_nodes[-1]],
+                                    tracer_kwargs=kwargs)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["fat_b0", "fat_b3_st", "fat_b0_attn_swin"])
+def test_timm_fx_then_torchscript_forward(name):
+    """timm's test_model_forward_fx_torchscript: FX-trace the model, script the graph, run it (128x128)."""
+    with timm.set_scriptable(True):
+        model = timm.create_model(name).eval()
+    scripted = torch.jit.script(_timm_fx_model(model))
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        (out,) = scripted(x).values()
+        torch.testing.assert_close(out, model(x), atol=1e-5, rtol=1e-4)
+    assert out.shape == (1, 1000) and not out.isnan().any()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_fvcore_counts_what_summary_counts_with_grad_enabled_or_not(name):
+    """fvcore's FlopCountAnalysis (what timm's benchmark --profile runs) traces with torch.jit.trace: every
+    depthwise conv must be an aten::_convolution it counts, with gradients enabled (the training path) too."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
+
+    from fatvit.flops import model_cost, sdpa_flop_jit
+
+    model = timm.create_model(name).eval()
+    expected = model_cost(model, (3, 96, 96)).full_gflops
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            analysis = FlopCountAnalysis(model, torch.zeros(1, 3, 96, 96))
+            analysis.set_op_handle("aten::scaled_dot_product_attention", sdpa_flop_jit)
+            analysis.unsupported_ops_warnings(False)
+            assert analysis.total() / 1e9 == pytest.approx(expected, rel=1e-9), grad
+            assert "prim::PythonOp" not in analysis.unsupported_ops(), grad

@@ -72,6 +72,27 @@ def test_which_convolutions_take_the_custom_weight_gradient():
     assert large.weight.grad is not None
 
 
+def test_tracers_see_the_plain_convolution(monkeypatch):
+    """torch.jit.trace (fvcore), torch.export and torch.compile record a plain convolution with gradients
+    enabled: the custom autograd path is an opaque prim::PythonOp to torch.jit.trace."""
+    conv = DepthwiseConv2d(4, 7, padding=3)
+    x = torch.randn(2, 4, 12, 12)
+    traced = torch.jit.trace(conv, (x,))
+    kinds = {node.kind() for node in traced.inlined_graph.nodes()}
+    assert "aten::_convolution" in kinds and "prim::PythonOp" not in kinds
+
+    def refuse(*args):
+        raise AssertionError("the custom autograd path was taken under a tracer")
+
+    monkeypatch.setattr(dwconv._DepthwiseConv, "apply", refuse)
+    exported = torch.export.export(conv, (x,))
+    assert any("conv" in str(node.target) for node in exported.graph.nodes)
+    compiled = torch.compile(conv, backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), F.conv2d(x, conv.weight, conv.bias, padding=3, groups=4))
+    with pytest.raises(AssertionError, match="custom autograd path"):  # the eager call still takes it
+        conv(x)
+
+
 @pytest.mark.parametrize("kernel", [3, 5, 9])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_residual_form_is_input_plus_conv(kernel, channels_last):

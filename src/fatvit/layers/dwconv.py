@@ -93,13 +93,21 @@ def centre_tap(weight: torch.Tensor) -> torch.Tensor:
     return F.pad(torch.ones_like(weight[:, :, :1, :1]), [kw // 2, kw // 2, kh // 2, kh // 2])
 
 
+def _tracing() -> bool:
+    """Whether a tracer records this call: ``torch.jit.trace`` (fvcore's FLOP counts), ``torch.export``,
+    ``torch.compile``. They get the plain convolution, which they know (the custom backward would be an opaque
+    ``prim::PythonOp`` to ``torch.jit.trace``, uncounted by fvcore)."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
+
+
 class DepthwiseConv2d(nn.Conv2d):
     """``nn.Conv2d(dim, dim, k, groups=dim)`` (same parameters and state-dict keys) with the fast weight gradient.
 
     The custom backward is used when a gradient is being recorded for the
     weight on the CPU, without autocast, and the kernel has more than
     :data:`SMALL_KERNEL` taps; otherwise (GPUs, mixed precision, inference,
-    TorchScript, FX tracing, 3x3 kernels) it is a plain convolution.
+    TorchScript, FX tracing, ``torch.jit.trace``, ``torch.export``,
+    ``torch.compile``, 3x3 kernels) it is a plain convolution.
 
     ``forward(x, residual=True)`` computes ``x + conv(x)`` (FAT's CPE and
     the ConvFFN's residual depthwise conv, for a stride-1 conv with odd
@@ -122,10 +130,12 @@ class DepthwiseConv2d(nn.Conv2d):
         return self._depthwise(x, self.weight + centre_tap(self.weight))
 
     def _depthwise(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        # TorchScript skips this branch (it cannot compile autograd Functions); under FX the weight is a proxy
+        # TorchScript skips this branch (it cannot compile autograd Functions); under FX the weight is a proxy;
+        # tracers (torch.jit.trace, so fvcore's counts; torch.export; torch.compile) see the plain convolution
         if not torch.jit.is_scripting():  # noqa: SIM102
             if (
                 not is_fx_symbolic_tracing()
+                and not _tracing()
                 and torch.is_grad_enabled()
                 and self.weight.requires_grad
                 and x.is_cpu

@@ -9,8 +9,6 @@ The state-dict layout is the authors' (``patch_embed``, ``layers.{i}.blocks.{j}`
 ``norm``, ``head``), so their checkpoints load with ``strict=True``.
 """
 
-from __future__ import annotations
-
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -156,7 +154,7 @@ class FATBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_ffn(self.forward_mixer(x))
 
-    def fuse(self) -> FusedFATBlock:
+    def fuse(self) -> "FusedFATBlock":
         """The inference form (see :func:`fatvit.deploy`), from this block's (already fused) parts."""
         return FusedFATBlock(self)
 
