@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -292,3 +293,157 @@ def test_sliding_window_inference_averages_the_windows():
     conv.register_forward_hook(lambda m, i, o: calls.append(tuple(i[0].shape[-2:])))
     predict_logits(conv, image, 4, "slide", crop=32, stride=20)
     assert len(calls) == 2 * 3 and set(calls) == {(32, 32)}  # windows end at the edges, all full-sized
+
+
+# ----- hardening, round two: what the readers refuse, warn about or report the same way everywhere -----
+
+
+def _write_coco(tmp_path, images, annotations, categories=None, name="instances.json", drop=()):
+    root = tmp_path / "imgs"
+    root.mkdir(exist_ok=True)
+    for info in images:
+        if isinstance(info, dict) and isinstance(info.get("file_name"), str):
+            size = (info.get("width") or 8, info.get("height") or 8)
+            if isinstance(size[0], int) and isinstance(size[1], int) and size[0] > 0 and size[1] > 0:
+                Image.new("RGB", size, (90, 20, 20)).save(root / info["file_name"])
+    data = dict(images=images, annotations=annotations, categories=categories or [dict(id=3, name="three")])
+    for key in drop:
+        data.pop(key)
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return root, path
+
+
+IMAGE = dict(id=1, file_name="a.png", width=40, height=30)
+
+
+@pytest.mark.parametrize("missing", ["width", "height"])
+def test_coco_image_without_width_or_height_is_an_error(tmp_path, missing):
+    image = {k: v for k, v in IMAGE.items() if k != missing}
+    root, path = _write_coco(tmp_path, [image], [_ann(1, 1, 3, [1, 1, 5, 5])])
+    with pytest.raises(FatvitError, match=f"image 1 has no valid '{missing}' \\(a positive integer\\): None"):
+        CocoDetection(root, path)
+    bad = {**IMAGE, missing: "40"}
+    root, path = _write_coco(tmp_path, [bad], [_ann(1, 1, 3, [1, 1, 5, 5])])
+    with pytest.raises(FatvitError, match=f"no valid '{missing}'.*'40'"):
+        CocoDetection(root, path)
+
+
+@pytest.mark.parametrize(
+    "polygon, message",
+    [
+        ([1.0, 1.0], "a polygon of 2 number"),
+        ([1.0, 1.0, 5.0, 5.0], "a polygon of 4 number"),
+        ([1.0, 1.0, 5.0, 1.0, 5.0, 5.0, 2.0], "a polygon of 7 number"),
+        ([1.0, 1.0, 5.0, float("nan"), 5.0, 5.0], "a polygon that is not a list of finite numbers"),
+        ([1.0, 1.0, 5.0, True, 5.0, 5.0], "a polygon that is not a list of finite numbers"),
+    ],
+)
+@pytest.mark.parametrize("train", [True, False], ids=["train", "val"])
+def test_coco_bad_polygons_are_refused_when_read(tmp_path, polygon, message, train):
+    """In a training set (before a step runs) and in a val set (before the model runs on every image)."""
+    root, path = _write_coco(tmp_path, [IMAGE], [_ann(7, 1, 3, [1, 1, 5, 5], segmentation=[polygon])])
+    with pytest.raises(FatvitError, match=f"annotation 7 has {message}"):
+        CocoDetection(root, path, train=train, masks=train)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), True, "3", None])
+def test_coco_non_finite_or_non_numeric_box_values_are_an_error(tmp_path, value):
+    root, path = _write_coco(tmp_path, [IMAGE], [_ann(1, 1, 3, [1, 1, 5, 5]), _ann(2, 1, 3, [2, value, 4, 4])])
+    with pytest.raises(FatvitError) as err:
+        CocoDetection(root, path)
+    message = str(err.value)
+    assert f"{path}: annotation 2 has no valid bbox" in message and repr(value) in message
+
+
+def test_coco_duplicate_image_or_annotation_ids_are_refused(tmp_path):
+    two = [IMAGE, dict(id=1, file_name="b.png", width=40, height=30)]
+    root, path = _write_coco(tmp_path, two, [_ann(1, 1, 3, [1, 1, 5, 5])])
+    with pytest.raises(FatvitError, match="1 image id\\(s\\) used more than once: 1$"):
+        CocoDetection(root, path)
+    anns = [_ann(4, 1, 3, [1, 1, 5, 5]), _ann(4, 1, 3, [2, 2, 5, 5]), _ann(9, 1, 3, [1, 1, 3, 3])] * 1
+    anns.append(_ann(9, 1, 3, [3, 3, 3, 3]))
+    root, path = _write_coco(tmp_path, [IMAGE], anns)
+    with pytest.raises(FatvitError, match="2 annotation id\\(s\\) used more than once: 4, 9$"):
+        CocoDetection(root, path)
+
+
+@pytest.mark.parametrize(
+    "annotations, drop, why",
+    [
+        ([], ("annotations",), "it has no annotations"),
+        (
+            [{**_ann(1, 1, 3, [1, 1, 5, 5]), "iscrowd": 1}],
+            (),
+            "its 1 annotation\\(s\\) are 1 crowd region\\(s\\) and 0 box",
+        ),
+        (
+            [_ann(1, 1, 3, [50, 50, 5, 5])],
+            (),
+            "its 1 annotation\\(s\\) are 0 crowd region\\(s\\) and 1 box\\(es\\) with nothing inside",
+        ),
+    ],
+    ids=["no-annotations-key", "only-crowd", "all-outside"],
+)
+def test_coco_split_without_a_usable_box_is_refused_for_training_and_warned_for_val(tmp_path, annotations, drop, why):
+    root, path = _write_coco(tmp_path, [IMAGE], annotations, drop=drop)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the dropped-box warning of the third case
+        with pytest.raises(FatvitError, match=f"has no box to train on: {why}"):
+            CocoDetection(root, path, train=True)
+    with pytest.warns(UserWarning, match=f"has no box to evaluate against: {why}"):
+        assert len(CocoDetection(root, path, train=False)) == 1
+
+
+def test_mask_rcnn_data_needs_a_segmentation_per_box(tmp_path):
+    root, path = _write_coco(tmp_path, [IMAGE], [_ann(5, 1, 3, [1, 1, 5, 5])])
+    with pytest.raises(FatvitError, match="annotation 5 has no segmentation"):
+        CocoDetection(root, path, masks=True)
+    assert len(CocoDetection(root, path)) == 1  # boxes only: no masks needed
+
+
+def _loader_error(dataset, transform, collate, workers):
+    from fatvit.data import ResumableSampler, SeededDataset, make_loader
+
+    loader = make_loader(SeededDataset(dataset, transform, 0, joint=True),
+                         ResumableSampler(len(dataset), shuffle=False, pad=False), 1, workers, drop_last=False,
+                         collate_fn=collate)  # fmt: skip
+    with pytest.raises(FatvitError) as err:
+        list(loader)
+    return type(err.value), str(err.value)
+
+
+def test_loader_worker_data_errors_are_the_same_one_line(tmp_path):
+    """A data error in a loader worker reaches the caller as the same FatvitError, not PyTorch's traceback."""
+    from fatvit.segmentation.data import SegmentationEvalTransform
+
+    root, path = _coco_file(tmp_path, [_ann(1, 1, 3, [1, 1, 5, 5])])
+    Image.new("RGB", (20, 20)).save(root / "a.png")  # the JSON says 40x30
+    coco = CocoDetection(root, path)
+    plain = _loader_error(coco, detection_transform(False), collate_detection, 0)
+    assert plain == _loader_error(coco, detection_transform(False), collate_detection, 1)
+    assert plain[1] == f"{root / 'a.png'} is 20x20 but {path} says 40x30"
+    ade = _ade(tmp_path / "ade", [np.zeros((4, 6))], ["a"])
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(ade / "annotations/training/0.png")
+    seg = ADE20KSegmentation(ade, "train", 1)
+    transform = SegmentationEvalTransform([8, 8], (0.5,) * 3, (0.25,) * 3)
+    plain = _loader_error(seg, transform, collate_segmentation, 0)
+    assert plain == _loader_error(seg, transform, collate_segmentation, 1)
+    assert "\n" not in plain[1] and "is 5x5 but its image" in plain[1]
+
+
+@pytest.mark.parametrize("text, message", [("", "names no classes"), ("\n\n", "names no classes"),
+                                           ("a\n\nb\n", "line 2 is blank"), (" \nb\n", "line 1 is blank")])  # fmt: skip
+def test_class_file_empty_or_with_a_blank_line_is_an_error(tmp_path, text, message):
+    (tmp_path / "classes.txt").write_text(text)
+    with pytest.raises(FatvitError, match=message):
+        read_class_names(tmp_path)
+    (tmp_path / "classes.txt").write_text("a\nb\n\n")  # blank lines at the end are no classes
+    assert read_class_names(tmp_path) == ["a", "b"]
+
+
+def test_ade20k_images_sharing_a_stem_are_refused(tmp_path):
+    root = _ade(tmp_path, [np.zeros((4, 6))], ["a"])
+    Image.new("RGB", (6, 4)).save(root / "images/training/0.png")  # beside 0.jpg: one label map for both
+    with pytest.raises(FatvitError, match="0.jpg and 0.png in .* share the stem '0'"):
+        ADE20KSegmentation(root, "train", 1)

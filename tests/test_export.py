@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import onnx
 import pytest
@@ -11,6 +12,7 @@ import torch
 from conftest import TINY_ARGS, cli_error, set_args
 from fatvit import FAT
 from fatvit.cli import main
+from fatvit.errors import FatvitError
 from fatvit.export import check_onnx, export_onnx, onnx_session, read_onnx_metadata
 from test_deploy import randomize_batchnorm
 
@@ -94,12 +96,43 @@ def test_cli_without_checkpoint_says_the_weights_are_random(tmp_path, capsys):
         (["--output", "{tmp}"], "is a folder"),
         (["--output", "{tmp}/x.onnx", "--checkpoint", "{tmp}/nope.pth"], "nope.pth"),
         (["--output", "{tmp}/x.onnx", "--ema"], "--ema needs --checkpoint"),
-        (["--output", "{tmp}/x.onnx", "--static", "--img-size", "32", "--opset", "3"], "cannot write opset 3"),
     ],
 )
 def test_cli_errors(tmp_path, capsys, argv, message):
     line = cli_error(capsys, ["export", *(a.format(tmp=tmp_path) for a in argv)])
     assert message in line
+    assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("opset", [3, 7, 17, 99])
+def test_an_opset_out_of_range_is_refused_before_exporting(tmp_path, capsys, monkeypatch, opset):
+    from fatvit.cli import main
+    from fatvit.export import opset_range
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("the exporter ran")
+
+    monkeypatch.setattr(torch.onnx, "export", no_export)
+    low, high = opset_range()
+    assert low == 18 and high >= 21
+    assert main(["export", "--output", str(tmp_path / "x.onnx"), "--opset", str(opset)]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"fatvit: error: --opset {opset} cannot be written: the ONNX exporter writes "
+                                f"opsets {low} to {high}"]  # fmt: skip
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_an_opset_the_model_cannot_be_converted_to_is_one_line(tmp_path, capsys, caplog):
+    """In range, but the exporter's conversion from its own opset fails for this model (it would write 18):
+    one line, none of the converter's logged tracebacks."""
+    from fatvit.export import opset_range
+
+    opset = opset_range()[1]  # no converter adapter reaches the newest opset for every op of FAT
+    with pytest.raises(FatvitError, match=f"cannot write opset {opset} \\(it would write 18\\)"):
+        export_onnx(FAT(**TINY_ARGS), tmp_path / "x.onnx", opset=opset, img_size=64)
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     assert not (tmp_path / "x.onnx").exists()
 
 

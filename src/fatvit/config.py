@@ -58,6 +58,8 @@ class RunConfig:
     """
 
     TASK: ClassVar[str] = ""
+    #: What the run's start line says about how the config was resolved (e.g. which run length is used).
+    notes: ClassVar[tuple] = ()
     task: str = ""  # the task the recipe is for; checked against the command that reads it
     # model
     model: str = "fat_b0"
@@ -347,8 +349,10 @@ def apply_overrides(
     Keys are fields of ``cls`` (default :class:`TrainConfig`), or ``model_kwargs.NAME`` for a model argument.
     """
     values = dict(values)
+    lengths: Dict[str, Any] = {}  # the run lengths given here: one of epochs and iterations, not both
     for key, value in (typed or {}).items():
         _set(values, key, value, cls)
+        lengths[key] = value
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
@@ -358,7 +362,31 @@ def apply_overrides(
         except yaml.YAMLError as err:
             raise FatvitError(f"cannot parse the value of {key!r}: {err}") from None
         _set(values, key.strip(), value, cls)
+        lengths[key.strip()] = value
+    _one_length(lengths, "given")
     return values
+
+
+#: The two ways to give a run's length.
+LENGTH_KEYS = ("epochs", "iterations")
+
+
+def _one_length(values: Mapping[str, Any], where: str) -> None:
+    """An error if ``values`` set both epochs and iterations (not null): a run lasts one or the other."""
+    if all(values.get(k) is not None for k in LENGTH_KEYS):
+        raise FatvitError(
+            f"epochs={values['epochs']} and iterations={values['iterations']} are both {where}: a run lasts a number "
+            "of epochs or of iterations; give one"
+        )
+
+
+def _length(values: Mapping[str, Any], cls: type) -> Optional[tuple]:
+    """(key, value) of the run length ``values`` set, else of ``cls``'s defaults."""
+    for source in (values, {f.name: f.default for f in fields(cls)}):
+        for key in LENGTH_KEYS:
+            if source.get(key) is not None:
+                return key, source[key]
+    return None
 
 
 def _recipe_files() -> Dict[str, Any]:
@@ -398,6 +426,7 @@ def _parse_recipe(text: str, where: str, cls: type = None) -> Dict[str, Any]:
         verbs = {"classify": "fatvit train", "detect": "fatvit detect train", "segment": "fatvit segment train"}
         hint = f": use {verbs[task]}" if task in verbs else f" (tasks: {', '.join(verbs)})"
         raise FatvitError(f"recipe {where} is for task {task!r}, not {cls.TASK!r}{hint}")
+    _one_length({k: loaded.get(k) for k in LENGTH_KEYS}, f"set by recipe {where}")
     values: Dict[str, Any] = {}
     for key, value in loaded.items():
         _set(values, str(key), value, cls)
@@ -439,9 +468,17 @@ def load_config(
     cls: type = None,
 ) -> RunConfig:
     """The task's default recipe, then ``recipe`` (a name or a YAML path, if any), then ``typed`` values and
-    ``overrides``; ``cls`` is the task's config class (default :class:`TrainConfig`)."""
+    ``overrides``; ``cls`` is the task's config class (default :class:`TrainConfig`).
+
+    A run's length is ``epochs`` or ``iterations``: the recipe may set one and ``typed``/``overrides`` the
+    other (they win, and ``notes`` says so), but neither layer may set both.
+    """
     values = read_recipe(recipe, cls) if recipe is not None else {}
-    return make_config(apply_overrides(values, overrides, typed, cls), cls)
+    cfg = make_config(apply_overrides(values, overrides, typed, cls), cls)
+    before, after = _length(values, cls or TrainConfig), _length(cfg.to_dict(), cls or TrainConfig)
+    if before is not None and after is not None and before[0] != after[0]:
+        cfg.notes = (f"{after[0]}={after[1]} given: the recipe's {before[0]}={before[1]} is not used",)
+    return cfg
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:

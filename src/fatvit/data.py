@@ -303,6 +303,35 @@ def collate_skipping(batch: Sequence[Optional[Tuple[Any, int]]]) -> Tuple[torch.
     return images, targets, skipped
 
 
+def worker_error_message(err: BaseException) -> str:
+    """The message of an error as raised in a loader worker: PyTorch re-raises it in the main process with
+    the worker's traceback as its message ("Caught X in DataLoader worker process N. Original Traceback ...",
+    ending with ``module.X: message``); that last part."""
+    text = str(err)
+    if not text.startswith("Caught ") or "Original Traceback" not in text:
+        return text
+    marker = f"{type(err).__name__}: "
+    at = text.rfind(marker)
+    return text[at + len(marker) :].strip() if at >= 0 else text.strip().splitlines()[-1]
+
+
+class _Loader(DataLoader):
+    """A DataLoader whose workers' :class:`FatvitError` reach the caller as one-line errors."""
+
+    def __iter__(self) -> Iterator[Any]:
+        iterator = super().__iter__()
+        if self.num_workers == 0:
+            return iterator
+        return self._one_line_errors(iterator)
+
+    @staticmethod
+    def _one_line_errors(iterator: Iterator[Any]) -> Iterator[Any]:
+        try:
+            yield from iterator
+        except FatvitError as err:
+            raise type(err)(worker_error_message(err)) from None
+
+
 def make_loader(
     dataset: Dataset,
     sampler: Sampler,
@@ -312,8 +341,12 @@ def make_loader(
     pin_memory: bool = False,
     collate_fn: Callable = collate_skipping,
 ) -> DataLoader:
-    """A loader that drops unreadable images (counting them, see ``collate_fn``) and never draws from the global RNG."""
-    return DataLoader(
+    """A loader that drops unreadable images (counting them, see ``collate_fn``) and never draws from the global RNG.
+
+    A data error raised in a loader worker reaches the caller as it would without workers: the same
+    :class:`FatvitError` with its own one-line message, not PyTorch's worker traceback.
+    """
+    return _Loader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,

@@ -11,11 +11,13 @@ the class names, each as JSON.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -24,13 +26,57 @@ from .deploy import deploy
 from .errors import FatvitError
 from .files import atomic_write
 
-__all__ = ["DEFAULT_OPSET", "export_onnx", "onnx_session", "check_onnx", "read_onnx_metadata"]
+__all__ = [
+    "DEFAULT_OPSET",
+    "check_opset",
+    "opset_range",
+    "export_onnx",
+    "onnx_session",
+    "check_onnx",
+    "read_onnx_metadata",
+]
 
 #: The ONNX opset written by default (ONNX Runtime 1.16 and later run it).
 DEFAULT_OPSET = 18
 
 #: Input sizes (batch, height, width) that :func:`check_onnx` tries by default: square, odd, batched.
 CHECK_SHAPES: Tuple[Tuple[int, int, int], ...] = ((1, 224, 224), (2, 97, 131), (3, 64, 48))
+
+
+def opset_range() -> Tuple[int, int]:
+    """The opsets the ONNX exporter can write: from its own implementations' (torchlib's) to the newest the
+    installed ``onnx`` defines."""
+    import onnx
+    from torch.onnx._internal.exporter import _constants
+
+    return int(_constants.TORCHLIB_OPSET), int(onnx.defs.onnx_opset_version())
+
+
+def check_opset(opset: int) -> int:
+    """``opset``, if the exporter can write it; checked before any export work.
+
+    Raises:
+        FatvitError: ``opset`` is outside :func:`opset_range`.
+    """
+    low, high = opset_range()
+    if not low <= opset <= high:
+        raise FatvitError(f"opset {opset} cannot be written: the ONNX exporter writes opsets {low} to {high}")
+    return opset
+
+
+@contextlib.contextmanager
+def _quiet_exporter_logs() -> Iterator[None]:
+    """The exporter's and onnxscript's log lines (warnings with tracebacks on a failed opset conversion) held
+    back: a failure is one :class:`FatvitError`."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def export_onnx(
@@ -54,10 +100,12 @@ def export_onnx(
         metadata: values stored in the file's ``metadata_props`` (as JSON).
 
     Raises:
-        FatvitError: the exporter fails or the file cannot be written.
+        FatvitError: the opset is outside :func:`opset_range`, the exporter fails (or cannot write ``opset``
+            for this model), or the file cannot be written.
     """
     import onnx
 
+    check_opset(opset)
     path = Path(path)
     model = deploy(model, channels_last=False, pointwise_linear=False) if fuse else model.eval()
     # batch 2, so that the exporter does not specialise the batch dimension to 1
@@ -69,7 +117,7 @@ def export_onnx(
     example = torch.randn(2 if dynamic else batch, model_in_chans(model), height, width)
     dims = {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), _quiet_exporter_logs():
             warnings.simplefilter("ignore")  # the exporter's notes on its own internals
             program = torch.onnx.export(
                 model,

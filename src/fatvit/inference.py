@@ -108,6 +108,10 @@ def read_class_names(path: PathLike) -> List[str]:
     return names
 
 
+#: The actions of ``fatvit detect`` and ``fatvit segment`` (what a hint about a dense file may name).
+DENSE_ACTIONS = ("train", "eval", "predict")
+
+
 def load_classifier(
     checkpoint: PathLike,
     typed: Optional[Mapping[str, Any]] = None,
@@ -134,7 +138,13 @@ def load_classifier(
     """
     state_dict, meta = read_checkpoint(checkpoint, use_ema=use_ema)
     if meta.get("task") in ("detect", "segment"):
-        raise FatvitError(f"{checkpoint} holds a {meta['task']!r} model: use fatvit {meta['task']} {purpose}")
+        task = meta["task"]
+        if purpose in DENSE_ACTIONS:
+            raise FatvitError(f"{checkpoint} holds a {task!r} model: use fatvit {task} {purpose}")
+        raise FatvitError(
+            f"{checkpoint} holds a {task!r} model: fatvit {purpose} takes classification models (fatvit {task} "
+            f"has {', '.join(DENSE_ACTIONS)})"
+        )
     cfg, given = inference_config(meta, typed, overrides, keys, purpose)
     model = create_model(cfg.model, **cfg.model_kwargs)
     classifier = model.pretrained_cfg.get("classifier", "head")

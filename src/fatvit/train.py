@@ -69,9 +69,19 @@ AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 RUN_FILES = ("last.pth", "best.pth", "model.safetensors", "metrics.csv", "steps.csv", "summary.json",
              "training_curves.png", "tensorboard")  # fmt: skip
 
+#: The files a run holds that can resume or use it; a folder without any of them holds no work to keep.
+CHECKPOINT_FILES = ("last.pth", "best.pth", "model.safetensors")
+
 #: Config keys a resumed run may change; any other change would be ignored by the restored state, so it is refused.
 RESUME_CHANGEABLE = ("epochs", "iterations", "data", "workers", "device", "log_every", "checkpoint_every",
                      "channels_last", "compile", "deterministic")  # fmt: skip
+
+
+def _is_leftover(name: str) -> bool:
+    """A name in a run folder that only a run stopped before its first checkpoint leaves: its logs, or a
+    temporary file of an interrupted write."""
+    logs = [n for n in RUN_FILES if n not in CHECKPOINT_FILES and n != "summary.json"]
+    return name in logs or (name.endswith(".tmp") and name[: -len(".tmp")] in RUN_FILES)
 
 
 class TrainingDivergedError(FatvitError):
@@ -168,7 +178,10 @@ class Trainer:
         random_seed(cfg.seed, self.dist.rank)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
+        self.leftovers: List[str] = []  # what a run stopped before its first checkpoint left in the folder
         self.out = self._output_path(overwrite)
+        self.made_folder = not self.out.exists()
+        self.checkpoints_written = 0
         self._build_data()
         self._build_model()
         self._build_loaders()
@@ -188,8 +201,16 @@ class Trainer:
         self.writer = None
         if self.dist.is_main:
             prepare_output_dir(self.out)
-            if overwrite and self.resume_ckpt is None:
+            if self.leftovers:
+                print(
+                    f"fatvit: {self.out} holds only what a run stopped before its first checkpoint left "
+                    f"({', '.join(self.leftovers)}): removed",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            if (overwrite or self.leftovers) and self.resume_ckpt is None:
                 self._remove_run_files()
+            self._remove_stale_tmp()
             if self.resume_ckpt is not None:  # forget what was logged after the checkpoint
                 keep_csv_rows(self.out / "steps.csv", lambda row: int(row["step"]) <= self.global_step)
                 write_csv(self.out / "metrics.csv", self.history)
@@ -272,7 +293,9 @@ class Trainer:
         out = check_output_dir(cfg.output)
         if self.resume_ckpt is None and self.dist.is_main and out.is_dir() and not overwrite:
             held = sorted(p.name for p in out.iterdir())
-            if held:
+            if held and all(_is_leftover(name) for name in held):
+                self.leftovers = held  # no checkpoint, only logs or a temporary file: nothing to resume or keep
+            elif held:
                 hint = f"resume that run with --resume {out / 'last.pth'}, " if "last.pth" in held else ""
                 raise FatvitError(
                     f"output folder {out} is not empty ({', '.join(held[:4])}{' ...' if len(held) > 4 else ''}): "
@@ -287,6 +310,23 @@ class Trainer:
                 shutil.rmtree(path)
             else:
                 path.unlink(missing_ok=True)
+        self._remove_stale_tmp()
+
+    def _remove_stale_tmp(self) -> None:
+        """Remove the ``*.tmp`` files of the run's own files that a killed write left (an atomic write leaves
+        none unless the process dies inside it)."""
+        for name in RUN_FILES:
+            (self.out / f"{name}.tmp").unlink(missing_ok=True)
+
+    def _remove_unfinished_start(self) -> None:
+        """After a failure before the first checkpoint of a new run: remove what it wrote (and its folder, if it
+        made it), so that nothing blocks the same output the next time."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        self._remove_run_files()
+        if self.made_folder and self.out.is_dir() and not any(self.out.iterdir()):
+            self.out.rmdir()
 
     def _build_data(self) -> None:
         self.splits = self.task.build_splits()
@@ -455,6 +495,7 @@ class Trainer:
             return None
         path = self.out / f"{name}.pth"
         save_checkpoint(self.state(), path)
+        self.checkpoints_written += 1
         return path
 
     # ----- the loop ---------------------------------------------------------
@@ -532,7 +573,7 @@ class Trainer:
             kept = (
                 f"the last good checkpoint is kept: {last} (resume with --resume {last})"
                 if last.is_file()
-                else f"no checkpoint was written before it (in {self.out})"
+                else "no checkpoint was written before it (the run's files are removed)"
             )
             raise TrainingDivergedError(
                 f"loss is {mean_loss} at step {self.global_step + 1} (epoch {self.epoch + 1}); stopped: {kept}"
@@ -629,6 +670,7 @@ class Trainer:
         cfg = self.cfg
         if self.dist.is_main:
             length = f"{cfg.iterations} iterations" if cfg.iterations is not None else f"{cfg.epochs} epochs"
+            length += "".join(f" ({note})" for note in cfg.notes)
             print(
                 f"training {cfg.model} on {cfg.data or self.task.embedded_name}: {len(self.train_set)} train / "
                 f"{len(self.val_set)} val images, {len(self.classes)} classes, {self.dist.world_size} process(es) "
@@ -646,6 +688,10 @@ class Trainer:
             if self.dist.is_main:
                 save_safetensors(self.model, self.out / "model.safetensors", meta=self.meta())
             return self._summary(finished=True)
+        except BaseException:
+            if self.dist.is_main and self.resume_ckpt is None and not self.checkpoints_written:
+                self._remove_unfinished_start()
+            raise
         finally:
             if self.writer is not None:
                 self.writer.close()

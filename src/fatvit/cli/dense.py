@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 from ..errors import FatvitError
-from ..files import prepare_output_dir
+from ..files import check_output_dir, prepare_output_dir
 from ..predictions import find_images
 from .format import non_negative_int, positive_int
 
@@ -52,9 +53,10 @@ def check_device(device: str) -> str:
 
 def output_paths(inputs: Sequence[str], output: str, overwrite: bool) -> List[tuple]:
     """(image, drawn image) pairs: every image the inputs name, and ``OUTPUT/<stem>.png`` for it; checked
-    before any work (a name taken twice, or a file there without ``overwrite``, is an error)."""
+    before any work (a name taken twice, or a file there without ``overwrite``, is an error). The folder is
+    not made here: see :func:`drawing_folder`."""
     images = find_images(inputs)
-    out = prepare_output_dir(output)
+    out = check_output_dir(output)
     pairs, seen = [], {}
     for image in images:
         target = out / f"{image.stem}.png"
@@ -65,6 +67,20 @@ def output_paths(inputs: Sequence[str], output: str, overwrite: bool) -> List[tu
             raise FatvitError(f"{target} exists; give --overwrite to replace it")
         pairs.append((image, target))
     return pairs
+
+
+@contextlib.contextmanager
+def drawing_folder(output: str) -> Iterator[Path]:
+    """The folder drawn images go to, made on entry; if this call made it and nothing was written into it
+    (a failed start, no readable image), it is removed on exit."""
+    out = Path(output)
+    made = not out.exists()
+    prepare_output_dir(out)
+    try:
+        yield out
+    finally:
+        if made and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
 
 
 def model_of(args: argparse.Namespace) -> Optional[str]:

@@ -14,6 +14,7 @@ from .dense import (
     add_eval_options,
     add_predict_options,
     check_device,
+    drawing_folder,
     model_of,
     output_paths,
     save_png,
@@ -113,23 +114,25 @@ def run_predict(args: argparse.Namespace) -> int:
     model, meta = load_detector(args.checkpoint, args.ema)
     classes, offset = meta["classes"], model.label_offset
     records = []
-    for image_path, target in pairs:
-        try:
-            image = load_rgb(str(image_path))
-        except Exception as err:  # an unreadable file: reported, skipped
-            print(f"fatvit: skipping unreadable image {image_path}: {type(err).__name__}: {err}", file=sys.stderr)
-            continue
-        (output,) = detect_images(model, [image_path], device)
-        save_png(draw_detections(pil_to_tensor(image), output, classes, offset, args.score_threshold), target)
-        keep = output["scores"] >= args.score_threshold
-        records.append(dict(
-            path=str(image_path), drawn=str(target),
-            detections=[dict(label=classes[int(lab) - offset], score=round(float(s), 4),
-                             box=[round(float(v), 1) for v in box])
-                        for lab, s, box in zip(output["labels"][keep], output["scores"][keep], output["boxes"][keep])],
-        ))  # fmt: skip
-    if not records:
-        raise FatvitError("none of the images could be read")
+    with drawing_folder(args.output):  # removed again if nothing is drawn
+        for image_path, target in pairs:
+            try:
+                image = load_rgb(str(image_path))
+            except Exception as err:  # an unreadable file: reported, skipped
+                print(f"fatvit: skipping unreadable image {image_path}: {type(err).__name__}: {err}", file=sys.stderr)
+                continue
+            (output,) = detect_images(model, [image_path], device)
+            save_png(draw_detections(pil_to_tensor(image), output, classes, offset, args.score_threshold), target)
+            keep = output["scores"] >= args.score_threshold
+            records.append(dict(
+                path=str(image_path), drawn=str(target),
+                detections=[dict(label=classes[int(lab) - offset], score=round(float(s), 4),
+                                 box=[round(float(v), 1) for v in box])
+                            for lab, s, box in zip(output["labels"][keep], output["scores"][keep],
+                                                   output["boxes"][keep])],
+            ))  # fmt: skip
+        if not records:
+            raise FatvitError("none of the images could be read")
     if args.json:
         print(json.dumps(records, indent=2))
     else:

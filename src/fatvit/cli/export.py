@@ -9,7 +9,7 @@ import sys
 from timm.data import resolve_data_config
 
 from ..errors import FatvitError
-from ..export import CHECK_SHAPES, DEFAULT_OPSET, check_onnx, export_onnx
+from ..export import CHECK_SHAPES, DEFAULT_OPSET, check_onnx, check_opset, export_onnx
 from ..files import check_output_file
 from ..inference import inference_config, load_classifier
 from ..models import FAT, create_model
@@ -40,7 +40,13 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--output", required=True, metavar="FILE.onnx", help="the ONNX file to write")
     p.add_argument("--img-size", dest="img_size", type=positive_int, default=None,
                    help="input side traced and recorded (default: the record's, else the model's)")  # fmt: skip
-    p.add_argument("--opset", type=positive_int, default=DEFAULT_OPSET, help=f"ONNX opset (default: {DEFAULT_OPSET})")
+    p.add_argument(
+        "--opset",
+        type=positive_int,
+        default=DEFAULT_OPSET,
+        help=f"ONNX opset: {DEFAULT_OPSET} (the exporter's lowest) or more, up to the newest the installed onnx "
+        f"defines (default: {DEFAULT_OPSET})",
+    )
     p.add_argument("--static", action="store_true", help="fix the input to 1 x 3 x img-size x img-size")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--json", action="store_true", help="print the check's records as JSON")
@@ -50,6 +56,10 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     output = check_output_file(args.output, "--output", args.overwrite)
+    try:
+        check_opset(args.opset)  # before loading or exporting anything
+    except FatvitError as err:
+        raise FatvitError(f"--{err}") from None
     typed = {k: getattr(args, k) for k in ("model", "img_size") if getattr(args, k) is not None}
     if args.checkpoint:
         classifier = load_classifier(args.checkpoint, typed, args.overrides, args.ema, None, EXPORT_KEYS, "export")

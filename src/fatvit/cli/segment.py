@@ -9,7 +9,15 @@ import sys
 from ..config import SegmentConfig
 from ..errors import FatvitError
 from ..segmentation.models import SEGMENTERS
-from .dense import add_actions, add_eval_options, add_predict_options, check_device, output_paths, save_png
+from .dense import (
+    add_actions,
+    add_eval_options,
+    add_predict_options,
+    check_device,
+    drawing_folder,
+    output_paths,
+    save_png,
+)
 from .format import render_table
 from .train import add_training_arguments, run_training
 
@@ -86,8 +94,9 @@ def run_eval(args: argparse.Namespace) -> int:
     rows = [[name, _pct(iou), _pct(acc)] for name, iou, acc in zip(classes, result["per_class_iou"],
                                                                     result["per_class_acc"])]  # fmt: skip
     print(render_table(["class", "IoU (%)", "Acc (%)"], rows))
+    skipped = f", {result['skipped_images']} unreadable" if result["skipped_images"] else ""
     print(f"mIoU {_pct(result['mIoU'])}  mAcc {_pct(result['mAcc'])}  aAcc {_pct(result['aAcc'])}  "
-          f"({result['images']} images)")  # fmt: skip
+          f"({result['images']} images{skipped})")  # fmt: skip
     return 0
 
 
@@ -104,23 +113,24 @@ def run_predict(args: argparse.Namespace) -> int:
     classes = list(meta.get("classes") or [f"class_{i}" for i in range(int(meta["num_classes"]))])
     skip = [] if args.draw_background else [i for i, c in enumerate(classes) if c == "background"]
     records = []
-    for image_path, target in pairs:
-        try:
-            image, class_map = segment_image(model, meta, image_path, device)
-        except OSError as err:
-            print(f"fatvit: skipping unreadable image {image_path}: {err}", file=sys.stderr)
-            continue
-        except Exception as err:  # Pillow's errors for a corrupt file
-            if "PIL" not in type(err).__module__:
-                raise
-            print(f"fatvit: skipping unreadable image {image_path}: {type(err).__name__}: {err}", file=sys.stderr)
-            continue
-        save_png(draw_classes(image, class_map, len(classes), skip), target)
-        counts = class_shares(class_map, len(classes))
-        records.append(dict(path=str(image_path), drawn=str(target),
-                            classes={classes[c]: round(n, 4) for c, n in counts.items()}))  # fmt: skip
-    if not records:
-        raise FatvitError("none of the images could be read")
+    with drawing_folder(args.output):  # removed again if nothing is drawn
+        for image_path, target in pairs:
+            try:
+                image, class_map = segment_image(model, meta, image_path, device)
+            except OSError as err:
+                print(f"fatvit: skipping unreadable image {image_path}: {err}", file=sys.stderr)
+                continue
+            except Exception as err:  # Pillow's errors for a corrupt file
+                if "PIL" not in type(err).__module__:
+                    raise
+                print(f"fatvit: skipping unreadable image {image_path}: {type(err).__name__}: {err}", file=sys.stderr)
+                continue
+            save_png(draw_classes(image, class_map, len(classes), skip), target)
+            counts = class_shares(class_map, len(classes))
+            records.append(dict(path=str(image_path), drawn=str(target),
+                                classes={classes[c]: round(n, 4) for c, n in counts.items()}))  # fmt: skip
+        if not records:
+            raise FatvitError("none of the images could be read")
     if args.json:
         print(json.dumps(records, indent=2))
     else:

@@ -2,15 +2,22 @@
 
 :class:`CocoDetection` checks the file once, when it is opened:
 
-- an annotation naming an unknown category or image, a mask whose RLE size
-  is not its image's, a JSON that is not COCO: one :class:`FatvitError`;
+- a JSON that is not COCO; an image entry without a positive integer
+  ``width`` and ``height`` or a ``file_name``; duplicate image or annotation
+  ids; an annotation naming an unknown category or image; a bbox that is not
+  4 finite numbers (NaN, infinity, booleans and strings included); a polygon
+  of fewer than 3 points, of an odd count of numbers or with a non-finite
+  one; a mask whose RLE size is not its image's: one :class:`FatvitError`
+  naming the file, the id and the value, before any training or evaluation;
 - image files that do not exist: one error naming the first and the count;
 - boxes are clipped to their image, and dropped if nothing is left of them
   (zero width or height, wholly outside): counted in ``clipped_boxes`` and
   ``dropped_boxes`` and reported in one warning;
 - crowd annotations (``iscrowd=1``) are left out of training targets
   (COCOeval reads them from the file in evaluation); images without
-  annotations are kept (no targets: only background).
+  annotations are kept (no targets: only background). A training split with
+  no usable box at all (no annotations, only crowd ones, or all dropped) is
+  an error; an evaluation split without one is a warning.
 
 A sample is ``(PIL image, target)`` with ``boxes`` (x1, y1, x2, y2 in
 pixels), ``labels`` (class index, 0-based, in the order of the sorted
@@ -24,7 +31,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -54,6 +63,9 @@ def open_coco(annotations: str | Path) -> Any:
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "categories")):
         raise FatvitError(f"{path} is not a COCO instances file (it needs 'images' and 'categories' lists)")
     data.setdefault("annotations", [])
+    if not isinstance(data["annotations"], list):
+        raise FatvitError(f"{path} is not a COCO instances file: 'annotations' is not a list")
+    _check_entries(data, path)
     coco = COCO()
     coco.dataset = data
     try:
@@ -64,26 +76,79 @@ def open_coco(annotations: str | Path) -> Any:
     return coco
 
 
+def _is_number(value: Any) -> bool:
+    """A finite int or float (not a bool, which is an int to Python)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _duplicates(values: Sequence[Any]) -> List[Any]:
+    return sorted((v for v, n in Counter(values).items() if n > 1), key=repr)
+
+
+def _check_entries(data: Dict[str, Any], path: Path) -> None:
+    """The image entries and the ids of a COCO file, before pycocotools indexes them (it keeps the last of
+    duplicate ids and reads sizes only when asked)."""
+    for image in data["images"]:
+        if not isinstance(image, dict) or "id" not in image:
+            raise FatvitError(f"{path}: an image has no valid 'id' (an integer): {str(image)[:80]}")
+        where = f"{path}: image {image['id']!r}"
+        for key in ("width", "height"):
+            value = image.get(key)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+                raise FatvitError(f"{where} has no valid {key!r} (a positive integer): {value!r}")
+        if not isinstance(image.get("file_name"), str) or not image["file_name"]:
+            raise FatvitError(f"{where} has no 'file_name'")
+    for kind, entries in (("image", data["images"]), ("annotation", data["annotations"])):
+        for entry in entries:
+            if (
+                not isinstance(entry, dict)
+                or not isinstance(entry.get("id"), (int, str))
+                or isinstance(entry.get("id"), bool)
+            ):
+                raise FatvitError(f"{path}: an {kind} has no valid 'id' (an integer): {str(entry)[:80]}")
+        repeated = _duplicates([e["id"] for e in entries])
+        if repeated:
+            shown = ", ".join(repr(i) for i in repeated[:5]) + (" ..." if len(repeated) > 5 else "")
+            raise FatvitError(f"{path}: {len(repeated)} {kind} id(s) used more than once: {shown}")
+
+
+def _check_polygons(seg: List[Any], where: str) -> None:
+    for polygon in seg:
+        if not isinstance(polygon, list) or not all(_is_number(v) for v in polygon):
+            raise FatvitError(f"{where} has a polygon that is not a list of finite numbers: {str(polygon)[:80]}")
+        if len(polygon) % 2 or len(polygon) < 6:
+            raise FatvitError(
+                f"{where} has a polygon of {len(polygon)} number(s): a polygon is at least 3 (x, y) points, "
+                "an even count of at least 6"
+            )
+
+
 def _check_annotations(coco: Any, path: Path) -> None:
     images, categories = coco.imgs, coco.cats
     for ann in coco.dataset["annotations"]:
-        where = f"{path}: annotation {ann.get('id')}"
+        where = f"{path}: annotation {ann.get('id')!r}"
         if ann.get("image_id") not in images:
             raise FatvitError(f"{where} names image {ann.get('image_id')!r}, which the file does not list")
         if ann.get("category_id") not in categories:
             known = ", ".join(str(c) for c in sorted(categories))
             raise FatvitError(f"{where} has category {ann.get('category_id')!r}, not one of the file's ({known})")
         box = ann.get("bbox")
-        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
-            raise FatvitError(f"{where} has no valid bbox [x, y, width, height]: {box!r}")
+        if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
+            raise FatvitError(f"{where} has no valid bbox [x, y, width, height] of 4 finite numbers: {box!r}")
         seg = ann.get("segmentation")
-        if isinstance(seg, dict):
+        if isinstance(seg, list):
+            _check_polygons(seg, where)
+        elif isinstance(seg, dict):
             img = images[ann["image_id"]]
             if list(seg.get("size", [])) != [img["height"], img["width"]]:
                 raise FatvitError(
                     f"{where}: its mask is {seg.get('size')} (height, width) but image {img['id']} is "
                     f"{img['height']}x{img['width']}"
                 )
+            if not isinstance(seg.get("counts"), (str, list)):
+                raise FatvitError(f"{where}: its RLE mask has no 'counts' (a string or a list)")
+        elif seg is not None:
+            raise FatvitError(f"{where} has a segmentation that is neither polygons nor RLE: {str(seg)[:80]}")
 
 
 class CocoDetection(Dataset):
@@ -136,6 +201,25 @@ class CocoDetection(Dataset):
                 "dropped (zero width or height, or outside the image)",
                 stacklevel=2,
             )
+        if masks:
+            kept = (o["ann"] for objects in self._targets for o in objects)
+            bare = next((ann for ann in kept if "segmentation" not in ann), None)
+            if bare is not None:
+                raise FatvitError(f"{self.annotations}: annotation {bare['id']!r} has no segmentation (masks train "
+                                  "Mask R-CNN: every box needs its polygons or RLE)")  # fmt: skip
+        usable = sum(1 for objects in self._targets for o in objects if not o["ann"].get("iscrowd", 0))
+        if not usable:
+            anns = self.coco.dataset["annotations"]
+            crowd = sum(1 for ann in anns if ann.get("iscrowd", 0))
+            why = (
+                "it has no annotations"
+                if not anns
+                else f"its {len(anns)} annotation(s) are {crowd} crowd region(s) and {len(anns) - crowd} box(es) "
+                "with nothing inside the image"
+            )
+            if train:
+                raise FatvitError(f"{self.annotations} has no box to train on: {why}")
+            warnings.warn(f"{self.annotations} has no box to evaluate against: {why}", stacklevel=2)
 
     def _sanitize(self, image_id: int) -> List[Dict[str, Any]]:
         info = self.coco.imgs[image_id]

@@ -54,7 +54,7 @@ def evaluate_checkpoint(
     COCOeval's tables as text.
 
     Raises:
-        FatvitError: the data's categories are not the ones the detector was trained on.
+        FatvitError: the data's categories (ids or names) are not the ones the detector was trained on.
     """
     model, meta = load_detector(path, use_ema)
     images, annotations = coco_split(data_root(data), split)
@@ -64,6 +64,17 @@ def evaluate_checkpoint(
             f"{annotations} lists other categories than {path} detects ({len(dataset.cat_ids)} against "
             f"{len(meta.get('category_ids', []))})"
         )
+    trained = [str(c) for c in meta.get("classes") or dataset.classes]
+    if trained != dataset.classes:
+        pairs = list(zip(trained, dataset.classes))
+        differ = next((i for i, (a, b) in enumerate(pairs) if a != b), None)
+        which = (
+            f"category {dataset.cat_ids[differ]}: {dataset.classes[differ]!r} in the data, {trained[differ]!r} in "
+            "the checkpoint"
+            if differ is not None
+            else f"{len(dataset.classes)} against {len(trained)}"
+        )
+        raise FatvitError(f"{annotations} names other categories than {path} detects ({which})")
     dev = torch.device(device)
     model.to(dev)
     loader = make_loader(

@@ -7,9 +7,11 @@ Layout (ADEChallengeData2016): ``images/{training,validation}/*.jpg`` and
 ``classes.txt`` (one per line, classes 1..N) or ADE20K's
 ``objectInfo150.txt`` in the root, when there is one.
 
-Bad data: a missing annotation PNG, a label map of another size than its
-image, label values above the class count: one :class:`FatvitError`; an
-unreadable image or PNG is reported and skipped (``None``).
+Bad data: a missing annotation PNG, two images of one stem (``x.jpg`` and
+``x.png``: one label map), a label map of another size than its image, label
+values above the class count, an empty ``classes.txt`` or one with a blank
+line: one :class:`FatvitError`; an unreadable image or PNG is reported and
+skipped (``None``).
 
 Training pipeline (mmseg's, for the paper's recipe): resize keeping the
 ratio to ``scale`` (long, short) times a random ratio, random crop (up to 10
@@ -23,7 +25,7 @@ from __future__ import annotations
 import random
 import warnings
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -52,11 +54,24 @@ SPLITS = {"train": "training", "val": "validation"}
 
 
 def read_class_names(root: Path) -> Optional[List[str]]:
-    """The class names of a data set root: ``classes.txt``, or ADE20K's ``objectInfo150.txt``; None if neither."""
+    """The class names of a data set root: ``classes.txt``, or ADE20K's ``objectInfo150.txt``; None if neither.
+
+    Raises:
+        FatvitError: ``classes.txt`` names no class, or has a blank line before its last name.
+    """
     plain = root / "classes.txt"
     if plain.is_file():
-        names = [line.strip() for line in plain.read_text().splitlines() if line.strip()]
-        return names or None
+        lines = [line.strip() for line in plain.read_text().splitlines()]
+        while lines and not lines[-1]:  # a file may end with blank lines
+            lines.pop()
+        if not lines:
+            raise FatvitError(f"{plain} names no classes: it holds one class name per line (classes 1..N)")
+        if "" in lines:
+            raise FatvitError(
+                f"{plain}: line {lines.index('') + 1} is blank; the file holds one class name per line (classes "
+                "1..N), and a blank line would shift the names of the classes after it"
+            )
+        return lines
     info = root / "objectInfo150.txt"
     if info.is_file():
         rows = [line.split("\t") for line in info.read_text().splitlines()[1:] if line.strip()]
@@ -88,6 +103,14 @@ class ADE20KSegmentation(Dataset):
         self.images = sorted(p for p in images.iterdir() if p.suffix.lower() in EXTENSIONS)
         if not self.images:
             raise FatvitError(f"no images in {images}")
+        stems: Dict[str, Path] = {}
+        for path in self.images:
+            if path.stem in stems:
+                raise FatvitError(
+                    f"{stems[path.stem].name} and {path.name} in {images} share the stem {path.stem!r}, so both "
+                    f"would be scored against {annotations / (path.stem + '.png')}: keep one"
+                )
+            stems[path.stem] = path
         self.labels = [annotations / f"{p.stem}.png" for p in self.images]
         missing = [p for p in self.labels if not p.is_file()]
         if missing:
