@@ -121,3 +121,23 @@ def test_dense_config_values_are_checked(cls, overrides, message):
     with pytest.raises(FatvitError) as err:
         load_config(None, overrides, cls=getattr(config, cls))
     assert message in str(err.value)
+
+
+def test_a_run_length_given_twice_in_one_layer_is_an_error(tmp_path):
+    """The recipe may set one of epochs and iterations and the command line the other (it wins, and the run's
+    start line says so); one layer setting both is an error, not a silent pick."""
+    from fatvit.config import DetectConfig
+
+    with pytest.raises(FatvitError, match="epochs=2 and iterations=3 are both given"):
+        load_config(None, ["iterations=3"], {"epochs": 2}, cls=DetectConfig)
+    with pytest.raises(FatvitError, match="epochs=2 and iterations=3 are both given"):
+        load_config(None, ["epochs=2", "iterations=3"])
+    recipe = tmp_path / "both.yaml"
+    recipe.write_text("task: detect\nepochs: 2\niterations: 3\n")
+    with pytest.raises(FatvitError, match="are both set by recipe .*both.yaml"):
+        load_config(recipe, cls=DetectConfig)
+    cfg = load_config("digit_scenes_detect", ["iterations=3"], cls=DetectConfig)
+    assert (cfg.epochs, cfg.iterations) == (None, 3)
+    assert cfg.notes == ("iterations=3 given: the recipe's epochs=6 is not used",)
+    assert load_config("digit_scenes_detect", ["epochs=2"], cls=DetectConfig).notes == ()
+    assert load_config(None, ["epochs=3", "iterations=null"]).epochs == 3  # null is not a length

@@ -208,6 +208,12 @@ def test_dense_errors_are_one_line(scenes, tmp_path, capsys):
         (["detect", "eval", "--checkpoint", ckpt], "holds a 'segment' model: give a checkpoint of fatvit detect"),
         (["eval", "--checkpoint", ckpt], "holds a 'segment' model: use fatvit segment eval"),
         (["predict", "x.png", "--checkpoint", ckpt], "holds a 'segment' model: use fatvit segment predict"),
+        (["export", "--checkpoint", ckpt, "--output", str(tmp_path / "x.onnx")],
+         "holds a 'segment' model: fatvit export takes classification models (fatvit segment has train, eval, "
+         "predict)"),
+        (["explain", str(scenes / "ade/images/validation/val_00000.jpg"), "--checkpoint", ckpt, "--output",
+          str(tmp_path)],
+         "holds a 'segment' model: fatvit explain takes classification models"),
         (["detect", "train", "--resume", ckpt], "is a 'segment' run: resume it with fatvit segment train"),
         (["detect", "train", "--config", "digits"], "recipe digits is for task 'classify', not 'detect'"),
         (["train", "--config", "digit_scenes_detect"], "for task 'detect', not 'classify': use fatvit detect"),
@@ -228,3 +234,138 @@ def test_dense_errors_are_one_line(scenes, tmp_path, capsys):
     ]  # fmt: skip
     for argv, message in cases:
         assert message in cli_error(capsys, argv), argv
+
+
+# ----- hardening, round two: the dense verbs ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def detect_run(scenes, tmp_path_factory):
+    """A RetinaNet trained for one step on the scenes (weights to evaluate, not accuracy)."""
+    from fatvit.cli import main
+
+    run = tmp_path_factory.mktemp("det") / "run"
+    assert main(["detect", "train", "--data", str(scenes / "coco"), "--iterations", "1", "--output", str(run),
+                 *set_args([*DETECT_FAST, "model=retinanet_fat_b0"])]) == 0  # fmt: skip
+    return run
+
+
+def _copy_coco(scenes, tmp_path, edit_val=None, edit_train=None):
+    data = tmp_path / "coco"
+    shutil.copytree(scenes / "coco", data)
+    for split, edit in (("val", edit_val), ("train", edit_train)):
+        if edit is not None:
+            path = data / "annotations" / f"instances_{split}.json"
+            content = json.loads(path.read_text())
+            edit(content)
+            path.write_text(json.dumps(content))
+    return data
+
+
+def test_detect_eval_refuses_a_data_set_whose_category_names_differ(detect_run, scenes, tmp_path, capsys):
+    def rename(content):
+        content["categories"][3]["name"] = "three"
+
+    data = _copy_coco(scenes, tmp_path, edit_val=rename)
+    line = cli_error(capsys, ["detect", "eval", "--checkpoint", str(detect_run / "last.pth"), "--data", str(data)])
+    assert "names other categories than" in line and ": 'three' in the data, '3' in the checkpoint" in line
+
+
+def test_detect_eval_data_errors_are_one_line_with_loader_workers(detect_run, scenes, tmp_path, capsys):
+    from PIL import Image
+
+    data = _copy_coco(scenes, tmp_path)
+    first = json.loads((data / "annotations/instances_val.json").read_text())["images"][0]["file_name"]
+    Image.new("RGB", (50, 40)).save(data / "val" / first)  # the JSON says 64x64
+    argv = ["detect", "eval", "--checkpoint", str(detect_run / "last.pth"), "--data", str(data)]
+    plain = cli_error(capsys, argv)
+    assert plain.endswith(f"is 50x40 but {data / 'annotations/instances_val.json'} says 64x64")
+    assert cli_error(capsys, [*argv, "--workers", "1"]) == plain
+
+
+def test_a_run_failing_before_its_first_checkpoint_removes_what_it_wrote(scenes, tmp_path, capsys):
+    from PIL import Image
+
+    from fatvit.cli import main
+
+    data = _copy_coco(scenes, tmp_path)
+    names = [i["file_name"] for i in json.loads((data / "annotations/instances_train.json").read_text())["images"]]
+    Image.new("RGB", (50, 40)).save(data / "train" / names[-1])  # a data error within the first epoch
+    out = tmp_path / "run"
+    argv = ["detect", "train", "--data", str(data), "--epochs", "1", "--output", str(out),
+            *set_args([*DETECT_FAST, "model=retinanet_fat_b0"])]  # fmt: skip
+    assert "is 50x40 but" in cli_error(capsys, argv)
+    assert not out.exists()  # steps.csv and tensorboard were written, then removed with the folder it made
+    out.mkdir()
+    assert "is 50x40 but" in cli_error(capsys, argv)
+    assert out.is_dir() and not any(out.iterdir())  # a folder it did not make is kept, emptied of its files
+    Image.new("RGB", (64, 64)).save(data / "train" / names[-1])
+    assert main(argv) == 0  # the same --output, without --overwrite
+    assert (out / "last.pth").is_file()
+
+
+def test_leftovers_of_a_killed_first_checkpoint_do_not_block_the_next_start(scenes, tmp_path, capsys):
+    """SIGKILL before (or while) the first checkpoint is written leaves logs and an empty last.pth.tmp: the next
+    start in that folder removes them and says so; a resumed run removes a stale .tmp too."""
+    from fatvit.cli import main
+
+    out = tmp_path / "run"
+    (out / "tensorboard").mkdir(parents=True)
+    (out / "steps.csv").write_text("step,epoch,loss,lr\n1,1,2.0,0.001\n")
+    (out / "last.pth.tmp").write_bytes(b"")
+    argv = ["segment", "train", "--data", str(scenes / "ade"), "--iterations", "1", "--output", str(out),
+            *set_args(SEGMENT_FAST)]  # fmt: skip
+    assert main([*argv, "--max-steps", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "holds only what a run stopped before its first checkpoint left (last.pth.tmp, steps.csv, tensorboard)" \
+        in err  # fmt: skip
+    assert not (out / "last.pth.tmp").exists() and [r[0] for r in _steps(out / "steps.csv")] == [1]
+    (out / "last.pth.tmp").write_bytes(b"")  # killed while writing a later checkpoint
+    assert main(["segment", "train", "--resume", str(out / "last.pth"), "--iterations", "2"]) == 0
+    assert not (out / "last.pth.tmp").exists()
+    (out / "notes.txt").write_text("mine")  # anything else is work: refused as before
+    (out / "last.pth").unlink()
+    line = cli_error(capsys, [*argv, "--set", "seed=1"])
+    assert "is not empty" in line
+
+
+def test_failed_dense_predict_leaves_no_output_folder(detect_run, scenes, tmp_path, capsys):
+    images = scenes / "coco" / "val"
+    out = tmp_path / "drawn"
+    bad = tmp_path / "broken.pth"
+    bad.write_bytes(b"not a checkpoint")
+    for verb in ("detect", "segment"):
+        cli_error(capsys, [verb, "predict", str(images), "--checkpoint", str(bad), "--output", str(out)])
+        assert not out.exists(), verb
+    unreadable = tmp_path / "photos"
+    unreadable.mkdir()
+    (unreadable / "x.png").write_bytes(b"not a png")
+    argv = ["detect", "predict", str(unreadable), "--checkpoint", str(detect_run / "last.pth"), "--output", str(out)]
+    assert "none of the images could be read" in cli_error(capsys, argv)
+    assert not out.exists()
+
+
+def test_segment_eval_prints_the_skipped_image_count(scenes, tmp_path, capsys):
+    from fatvit.cli import main
+
+    run = tmp_path / "seg"
+    assert main(["segment", "train", "--data", str(scenes / "ade"), "--iterations", "1", "--output", str(run),
+                 *set_args(SEGMENT_FAST)]) == 0  # fmt: skip
+    data = tmp_path / "ade"
+    shutil.copytree(scenes / "ade", data)
+    (data / "images/validation/val_00001.jpg").write_bytes(b"truncated")
+    capsys.readouterr()
+    assert main(["segment", "eval", "--checkpoint", str(run / "last.pth"), "--data", str(data)]) == 0
+    assert "(2 images, 1 unreadable)" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_epochs_and_iterations_together_are_an_error_and_the_start_line_says_which_is_used(scenes, tmp_path, capsys):
+    from fatvit.cli import main
+
+    base = ["segment", "train", "--data", str(scenes / "ade"), "--output", str(tmp_path / "r"), *set_args(SEGMENT_FAST)]
+    for extra in (["--epochs", "2", "--iterations", "3"], ["--epochs", "2", "--set", "iterations=3"]):
+        line = cli_error(capsys, [*base, *extra])
+        assert "epochs=2 and iterations=3 are both given: a run lasts a number of epochs or of iterations" in line
+    # the recipe's epochs, the flag's iterations: the flag wins
+    assert main([*base, "--config", "digit_scenes_segment", "--iterations", "1"]) == 0
+    assert "1 iterations (iterations=1 given: the recipe's epochs=8 is not used)" in capsys.readouterr().err
