@@ -16,7 +16,10 @@ had never stopped::
     summary = Trainer(load_config("digit_scenes_detect", cls=DetectConfig)).fit()  # RetinaNet on the digit scenes
 
 A run's folder must be new or empty (``overwrite=True`` replaces the files of
-a run there); a resumed run continues in its own folder, drops whatever it
+a run there), or hold only what a run stopped before its first checkpoint
+left (its logs, a ``.tmp`` of a killed write: removed, and said); a new run
+that fails before its first checkpoint removes what it wrote. A resumed run
+continues in its own folder, removes stale ``.tmp`` files, drops whatever it
 had logged after its checkpoint, and accepts only the changes listed in
 :data:`RESUME_CHANGEABLE` (``epochs`` re-plans the schedule, and says so).
 """
