@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -129,3 +130,26 @@ def test_errors_exit_1_without_traceback_from_a_shell(tmp_path):
     )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and proc.stderr.strip().startswith("fatvit: error: data folder not found")
+
+
+def test_every_stop_writes_the_same_files_and_the_summary_names_only_existing_ones(tmp_path, capsys):
+    """A --max-steps stop before any evaluation: last.pth, model.safetensors and summary.json, whose file
+    entries are the files there (null for best.pth, metrics.csv and the curves, which need an evaluation)."""
+    data = make_image_folder(tmp_path / "data")
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(data), "--output", str(out), "--epochs", "2", *_sets(FAST_RECIPE)]
+    assert main([*argv, "--max-steps", "2"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert not summary["finished"]
+    assert {p.name for p in out.iterdir()} == {"last.pth", "model.safetensors", "summary.json", "steps.csv",
+                                               "tensorboard"}  # fmt: skip
+    assert summary["checkpoints"] == dict(last=str(out / "last.pth"), best=None,
+                                          safetensors=str(out / "model.safetensors"))  # fmt: skip
+    assert (summary["metrics_csv"], summary["plot"], summary["steps_csv"]) == (None, None, str(out / "steps.csv"))
+    capsys.readouterr()
+    assert main(["predict", str(data / "val"), "--checkpoint", str(out / "model.safetensors"), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 9  # the stopped run's weights are usable as they are
+    assert main(["train", "--resume", str(out / "last.pth")]) == 0  # to the end: every file, all named
+    summary = json.loads((out / "summary.json").read_text())
+    named = [summary["metrics_csv"], summary["plot"], summary["steps_csv"], *summary["checkpoints"].values()]
+    assert summary["finished"] and all(name is not None and Path(name).exists() for name in named)

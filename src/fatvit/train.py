@@ -686,11 +686,9 @@ class Trainer:
                 if not self._train_epoch():
                     self._sync_batchnorm_stats()
                     self.save("last")
-                    return self._summary(finished=False)
+                    return self._stop(finished=False)
                 self._end_epoch()
-            if self.dist.is_main:
-                save_safetensors(self.model, self.out / "model.safetensors", meta=self.meta())
-            return self._summary(finished=True)
+            return self._stop(finished=True)
         except BaseException:
             if self.dist.is_main and self.resume_ckpt is None and not self.checkpoints_written:
                 self._remove_unfinished_start()
@@ -699,7 +697,20 @@ class Trainer:
             if self.writer is not None:
                 self.writer.close()
 
+    def _stop(self, finished: bool) -> Dict[str, Any]:
+        """What every stop writes, finished or stopped by ``max_steps``: ``model.safetensors`` (the weights as
+        they are, with the record to use them) and ``summary.json``; returns the summary."""
+        if self.dist.is_main:
+            save_safetensors(self.model, self.out / "model.safetensors", meta=self.meta())
+        return self._summary(finished)
+
     def _summary(self, finished: bool) -> Dict[str, Any]:
+        """The run's figures and the files it holds (only those that exist: ``best.pth``, ``metrics.csv`` and
+        ``training_curves.png`` come with the first evaluation)."""
+
+        def existing(name: str) -> Optional[str]:
+            return str(self.out / name) if (self.out / name).exists() else None
+
         last = self.history[-1] if self.history else {}
         best = self.best_metric if self.history and math.isfinite(self.best_metric) else None
         summary = dict(
@@ -716,12 +727,11 @@ class Trainer:
             skipped_images=self.skipped_images,
             output=str(self.out),
             checkpoints=dict(
-                last=str(self.out / "last.pth"),
-                best=str(self.out / "best.pth") if self.history else None,
-                safetensors=str(self.out / "model.safetensors") if finished else None,
+                last=existing("last.pth"), best=existing("best.pth"), safetensors=existing("model.safetensors")
             ),
-            metrics_csv=str(self.out / "metrics.csv"),
-            plot=str(self.out / "training_curves.png"),
+            metrics_csv=existing("metrics.csv"),
+            steps_csv=existing("steps.csv"),
+            plot=existing("training_curves.png"),
         )
         if self.dist.is_main:
             write_json_atomic(self.out / "summary.json", summary)

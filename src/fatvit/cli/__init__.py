@@ -1,14 +1,16 @@
 """The ``fatvit`` command: one module per verb, each thin over the library.
 
 Every user error, argparse's own included, ends with one line
-``fatvit: error: ...`` on stderr and exit code 1.
+``fatvit: error: ...`` on stderr and exit code 1; every warning is one line
+``fatvit: warning: ...``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, NoReturn
+import warnings
+from typing import Any, List, NoReturn, Optional
 
 from ..errors import FatvitError
 from . import benchmark, detect, explain, export, predict, segment, summary, table, train
@@ -50,17 +52,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def show_warning(message: Warning | str, category: type, filename: str, lineno: int, file: Any = None,
+                 line: Optional[str] = None) -> None:  # fmt: skip
+    """Warnings as the command words them: ``fatvit: warning: ...`` on one line, not Python's
+    ``file:line: Category: ...`` with the source line."""
+    text = " ".join(str(message).split())
+    print(f"fatvit: warning: {text}", file=file or sys.stderr, flush=True)
+
+
 def main(argv: List[str] | None = None) -> int:
-    """Run the ``fatvit`` command; user errors print one line and return 1."""
+    """Run the ``fatvit`` command; user errors print one line and return 1, warnings one line each."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # --help (0) or a bad argument (1, its line already printed)
         return int(exit_.code or 0)
-    try:
-        return int(args.run(args) or 0)
-    except FatvitError as err:
-        print(f"fatvit: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("fatvit: interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():  # restores Python's own display when the command returns
+        warnings.showwarning = show_warning
+        try:
+            return int(args.run(args) or 0)
+        except FatvitError as err:
+            print(f"fatvit: error: {err}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("fatvit: interrupted", file=sys.stderr)
+            return 130
