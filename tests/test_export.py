@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import onnx
 import pytest
@@ -42,6 +43,25 @@ def test_dynamic_batch_and_size_match_pytorch(exported):
 def test_metadata_round_trip(exported):
     _, path = exported
     assert read_onnx_metadata(path) == {"classes": ["a", "b"], "mean": [0.5, 0.5, 0.5]}
+
+
+def test_dynamic_dimensions_are_named(exported):
+    _, path = exported
+    session = onnx_session(path)
+    assert session.get_inputs()[0].shape == ["batch", 3, "height", "width"]
+    assert session.get_outputs()[0].shape == ["batch", 10]
+    graph = onnx.load(str(path)).graph
+    inferred = {d.dim_param for v in graph.value_info for d in v.type.tensor_type.shape.dim if d.dim_param}
+    assert any("height" in p for p in inferred) and any("width" in p for p in inferred)  # the stage maps' sizes
+    assert not any(re.search(r"\bs\d+\b", p) for p in inferred), inferred  # no exporter symbol (s77) left
+
+
+@pytest.mark.parametrize("verb", ["eval", "predict"])
+def test_an_onnx_file_given_as_a_checkpoint_is_named_as_an_export(exported, capsys, verb, tmp_path):
+    _, path = exported
+    argv = [verb, "--checkpoint", str(path)] + ([str(tmp_path)] if verb == "predict" else [])
+    line = cli_error(capsys, argv)
+    assert f"{path} is an ONNX export, not a checkpoint" in line and "corrupt" not in line
 
 
 def test_static_export_fixes_the_shape(tmp_path):
@@ -157,6 +177,7 @@ def test_readme_speed_examples_run(digits_run, tmp_path, capsys, monkeypatch):
         if argv[0] == "benchmark":
             argv += ["--rounds", "1", "--warmup", "0", "--img-size", "64"]  # timing is not what is checked here
         assert main(argv) == 0, command
-    assert (tmp_path / "fat_b0.onnx").is_file() and (tmp_path / "digits.onnx").is_file()
-    assert (tmp_path / "latency.png").is_file()
+    assert (tmp_path / "runs/fat_b0.onnx").is_file() and (tmp_path / "runs/digits.onnx").is_file()
+    assert (tmp_path / "runs/latency.png").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # every output under runs/, none beside it
     capsys.readouterr()

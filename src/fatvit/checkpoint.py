@@ -182,11 +182,17 @@ def read_file(path: PathLike) -> Any:
     or, if they hold other classes, by the restricted unpickler.
 
     Raises:
-        CheckpointError: the file is missing or unreadable (corrupt, truncated, not a checkpoint).
+        CheckpointError: the file is missing or unreadable (corrupt, truncated, not a checkpoint), or is an
+            ONNX export.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.suffix.lower() == ".onnx":
+        raise CheckpointError(
+            f"{path} is an ONNX export, not a checkpoint: give the .pth or .safetensors file it was exported "
+            "from (run the ONNX file itself with ONNX Runtime)"
+        )
     try:
         if path.suffix == ".safetensors":
             return _read_safetensors(path)

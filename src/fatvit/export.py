@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -27,6 +28,7 @@ from .errors import FatvitError
 from .files import atomic_write
 
 __all__ = [
+    "name_dynamic_dims",
     "DEFAULT_OPSET",
     "check_opset",
     "opset_range",
@@ -136,6 +138,8 @@ def export_onnx(
     if written != opset:  # the exporter moves an opset it cannot write to one it can, and only warns
         raise FatvitError(f"the ONNX exporter cannot write opset {opset} (it would write {written}); "
                           f"give an opset of at least {written}")  # fmt: skip
+    if dynamic:
+        name_dynamic_dims(proto, {0: "batch", 2: "height", 3: "width"})
     for key, value in (metadata or {}).items():
         proto.metadata_props.add(key=str(key), value=json.dumps(value))
     with atomic_write(path) as f:
@@ -145,6 +149,21 @@ def export_onnx(
     except Exception as err:
         raise FatvitError(f"{path}: the exported model fails onnx.checker: {err}") from err
     return path
+
+
+def name_dynamic_dims(proto: Any, names: Mapping[int, str]) -> None:
+    """Give the first input's dynamic dimensions readable names (``names``: axis -> name) in place of the
+    exporter's symbols (``s77``), everywhere they appear: inputs, outputs and the shapes inferred between
+    (``((s0 - 1)//32) + 1`` becomes ``((width - 1)//32) + 1``)."""
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    rename = {dims[axis].dim_param: name for axis, name in names.items() if axis < len(dims) and dims[axis].dim_param}
+    if not rename:
+        return
+    pattern = re.compile(r"\b(" + "|".join(re.escape(k) for k in rename) + r")\b")
+    for value in (*proto.graph.input, *proto.graph.output, *proto.graph.value_info):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param:
+                dim.dim_param = pattern.sub(lambda m: rename[m.group(1)], dim.dim_param)
 
 
 def model_in_chans(model: nn.Module) -> int:
