@@ -62,17 +62,22 @@ def test_scenes_masks_boxes_and_semantic_maps_agree(scenes):
     assert read_class_names(scenes / "ade") == SCENE_CLASSES
 
 
-def _coco_file(tmp_path, annotations, images=None, categories=None):
+def _coco_file(tmp_path, annotations, images=None, categories=None, drop=()):
+    """A COCO file of ``images`` (each written as an image file, at 8x8 where its entry has no valid size) and
+    ``annotations``, without the top-level keys in ``drop``."""
     root = tmp_path / "imgs"
     root.mkdir(exist_ok=True)
     images = images or [dict(id=1, file_name="a.png", width=40, height=30), dict(id=2, file_name="b.png", width=40,
                                                                                   height=30)]  # fmt: skip
     for info in images:
+        size = [info.get(k) for k in ("width", "height")]
+        size = size if all(isinstance(v, int) and v > 0 for v in size) else [8, 8]
         if not (root / info["file_name"]).exists():
-            Image.new("RGB", (info["width"], info["height"]), (90, 20, 20)).save(root / info["file_name"])
+            Image.new("RGB", tuple(size), (90, 20, 20)).save(root / info["file_name"])
     path = tmp_path / "instances.json"
     cats = categories or [dict(id=3, name="three"), dict(id=7, name="seven")]
-    path.write_text(json.dumps(dict(images=images, annotations=annotations, categories=cats)))
+    data = dict(images=images, annotations=annotations, categories=cats)
+    path.write_text(json.dumps({k: v for k, v in data.items() if k not in drop}))
     return root, path
 
 
@@ -298,33 +303,17 @@ def test_sliding_window_inference_averages_the_windows():
 # ----- hardening, round two: what the readers refuse, warn about or report the same way everywhere -----
 
 
-def _write_coco(tmp_path, images, annotations, categories=None, name="instances.json", drop=()):
-    root = tmp_path / "imgs"
-    root.mkdir(exist_ok=True)
-    for info in images:
-        if isinstance(info, dict) and isinstance(info.get("file_name"), str):
-            size = (info.get("width") or 8, info.get("height") or 8)
-            if isinstance(size[0], int) and isinstance(size[1], int) and size[0] > 0 and size[1] > 0:
-                Image.new("RGB", size, (90, 20, 20)).save(root / info["file_name"])
-    data = dict(images=images, annotations=annotations, categories=categories or [dict(id=3, name="three")])
-    for key in drop:
-        data.pop(key)
-    path = tmp_path / name
-    path.write_text(json.dumps(data))
-    return root, path
-
-
 IMAGE = dict(id=1, file_name="a.png", width=40, height=30)
 
 
 @pytest.mark.parametrize("missing", ["width", "height"])
 def test_coco_image_without_width_or_height_is_an_error(tmp_path, missing):
     image = {k: v for k, v in IMAGE.items() if k != missing}
-    root, path = _write_coco(tmp_path, [image], [_ann(1, 1, 3, [1, 1, 5, 5])])
+    root, path = _coco_file(tmp_path, [_ann(1, 1, 3, [1, 1, 5, 5])], [image])
     with pytest.raises(FatvitError, match=f"image 1 has no valid '{missing}' \\(a positive integer\\): None"):
         CocoDetection(root, path)
     bad = {**IMAGE, missing: "40"}
-    root, path = _write_coco(tmp_path, [bad], [_ann(1, 1, 3, [1, 1, 5, 5])])
+    root, path = _coco_file(tmp_path, [_ann(1, 1, 3, [1, 1, 5, 5])], [bad])
     with pytest.raises(FatvitError, match=f"no valid '{missing}'.*'40'"):
         CocoDetection(root, path)
 
@@ -342,14 +331,14 @@ def test_coco_image_without_width_or_height_is_an_error(tmp_path, missing):
 @pytest.mark.parametrize("train", [True, False], ids=["train", "val"])
 def test_coco_bad_polygons_are_refused_when_read(tmp_path, polygon, message, train):
     """In a training set (before a step runs) and in a val set (before the model runs on every image)."""
-    root, path = _write_coco(tmp_path, [IMAGE], [_ann(7, 1, 3, [1, 1, 5, 5], segmentation=[polygon])])
+    root, path = _coco_file(tmp_path, [_ann(7, 1, 3, [1, 1, 5, 5], segmentation=[polygon])], [IMAGE])
     with pytest.raises(FatvitError, match=f"annotation 7 has {message}"):
         CocoDetection(root, path, train=train, masks=train)
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), True, "3", None])
 def test_coco_non_finite_or_non_numeric_box_values_are_an_error(tmp_path, value):
-    root, path = _write_coco(tmp_path, [IMAGE], [_ann(1, 1, 3, [1, 1, 5, 5]), _ann(2, 1, 3, [2, value, 4, 4])])
+    root, path = _coco_file(tmp_path, [_ann(1, 1, 3, [1, 1, 5, 5]), _ann(2, 1, 3, [2, value, 4, 4])], [IMAGE])
     with pytest.raises(FatvitError) as err:
         CocoDetection(root, path)
     message = str(err.value)
@@ -358,12 +347,16 @@ def test_coco_non_finite_or_non_numeric_box_values_are_an_error(tmp_path, value)
 
 def test_coco_duplicate_image_or_annotation_ids_are_refused(tmp_path):
     two = [IMAGE, dict(id=1, file_name="b.png", width=40, height=30)]
-    root, path = _write_coco(tmp_path, two, [_ann(1, 1, 3, [1, 1, 5, 5])])
+    root, path = _coco_file(tmp_path, [_ann(1, 1, 3, [1, 1, 5, 5])], two)
     with pytest.raises(FatvitError, match="1 image id\\(s\\) used more than once: 1$"):
         CocoDetection(root, path)
-    anns = [_ann(4, 1, 3, [1, 1, 5, 5]), _ann(4, 1, 3, [2, 2, 5, 5]), _ann(9, 1, 3, [1, 1, 3, 3])] * 1
-    anns.append(_ann(9, 1, 3, [3, 3, 3, 3]))
-    root, path = _write_coco(tmp_path, [IMAGE], anns)
+    anns = [
+        _ann(4, 1, 3, [1, 1, 5, 5]),
+        _ann(4, 1, 3, [2, 2, 5, 5]),
+        _ann(9, 1, 3, [1, 1, 3, 3]),
+        _ann(9, 1, 3, [3, 3, 3, 3]),
+    ]
+    root, path = _coco_file(tmp_path, anns, [IMAGE])
     with pytest.raises(FatvitError, match="2 annotation id\\(s\\) used more than once: 4, 9$"):
         CocoDetection(root, path)
 
@@ -386,7 +379,7 @@ def test_coco_duplicate_image_or_annotation_ids_are_refused(tmp_path):
     ids=["no-annotations-key", "only-crowd", "all-outside"],
 )
 def test_coco_split_without_a_usable_box_is_refused_for_training_and_warned_for_val(tmp_path, annotations, drop, why):
-    root, path = _write_coco(tmp_path, [IMAGE], annotations, drop=drop)
+    root, path = _coco_file(tmp_path, annotations, [IMAGE], drop=drop)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the dropped-box warning of the third case
         with pytest.raises(FatvitError, match=f"has no box to train on: {why}"):
@@ -396,7 +389,7 @@ def test_coco_split_without_a_usable_box_is_refused_for_training_and_warned_for_
 
 
 def test_mask_rcnn_data_needs_a_segmentation_per_box(tmp_path):
-    root, path = _write_coco(tmp_path, [IMAGE], [_ann(5, 1, 3, [1, 1, 5, 5])])
+    root, path = _coco_file(tmp_path, [_ann(5, 1, 3, [1, 1, 5, 5])], [IMAGE])
     with pytest.raises(FatvitError, match="annotation 5 has no segmentation"):
         CocoDetection(root, path, masks=True)
     assert len(CocoDetection(root, path)) == 1  # boxes only: no masks needed

@@ -349,10 +349,9 @@ def apply_overrides(
     Keys are fields of ``cls`` (default :class:`TrainConfig`), or ``model_kwargs.NAME`` for a model argument.
     """
     values = dict(values)
-    lengths: Dict[str, Any] = {}  # the run lengths given here: one of epochs and iterations, not both
+    given: Dict[str, Any] = dict(typed or {})  # the keys given here: one of epochs and iterations, not both
     for key, value in (typed or {}).items():
         _set(values, key, value, cls)
-        lengths[key] = value
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
@@ -362,8 +361,8 @@ def apply_overrides(
         except yaml.YAMLError as err:
             raise FatvitError(f"cannot parse the value of {key!r}: {err}") from None
         _set(values, key.strip(), value, cls)
-        lengths[key.strip()] = value
-    _one_length(lengths, "given")
+        given[key.strip()] = value
+    _one_length(given, "given")
     return values
 
 

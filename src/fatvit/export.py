@@ -28,11 +28,11 @@ from .errors import FatvitError
 from .files import atomic_write
 
 __all__ = [
-    "name_dynamic_dims",
     "DEFAULT_OPSET",
     "check_opset",
     "opset_range",
     "export_onnx",
+    "name_dynamic_dims",
     "onnx_session",
     "check_onnx",
     "read_onnx_metadata",
@@ -54,16 +54,15 @@ def opset_range() -> Tuple[int, int]:
     return int(_constants.TORCHLIB_OPSET), int(onnx.defs.onnx_opset_version())
 
 
-def check_opset(opset: int) -> int:
-    """``opset``, if the exporter can write it; checked before any export work.
+def check_opset(opset: int, name: str = "opset") -> None:
+    """Check that the exporter can write ``opset`` (called ``name`` in the error), before any export work.
 
     Raises:
         FatvitError: ``opset`` is outside :func:`opset_range`.
     """
     low, high = opset_range()
     if not low <= opset <= high:
-        raise FatvitError(f"opset {opset} cannot be written: the ONNX exporter writes opsets {low} to {high}")
-    return opset
+        raise FatvitError(f"{name} {opset} cannot be written: the ONNX exporter writes opsets {low} to {high}")
 
 
 @contextlib.contextmanager

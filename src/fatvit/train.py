@@ -80,11 +80,14 @@ RESUME_CHANGEABLE = ("epochs", "iterations", "data", "workers", "device", "log_e
                      "channels_last", "compile", "deterministic")  # fmt: skip
 
 
+#: What a run writes before its first checkpoint: its logs (``summary.json`` comes only after a checkpoint).
+LOG_FILES = tuple(n for n in RUN_FILES if n not in CHECKPOINT_FILES and n != "summary.json")
+
+
 def _is_leftover(name: str) -> bool:
     """A name in a run folder that only a run stopped before its first checkpoint leaves: its logs, or a
     temporary file of an interrupted write."""
-    logs = [n for n in RUN_FILES if n not in CHECKPOINT_FILES and n != "summary.json"]
-    return name in logs or (name.endswith(".tmp") and name[: -len(".tmp")] in RUN_FILES)
+    return name in LOG_FILES or (name.endswith(".tmp") and name[: -len(".tmp")] in RUN_FILES)
 
 
 class TrainingDivergedError(FatvitError):
@@ -213,7 +216,8 @@ class Trainer:
                 )
             if (overwrite or self.leftovers) and self.resume_ckpt is None:
                 self._remove_run_files()
-            self._remove_stale_tmp()
+            else:
+                self._remove_stale_tmp()
             if self.resume_ckpt is not None:  # forget what was logged after the checkpoint
                 keep_csv_rows(self.out / "steps.csv", lambda row: int(row["step"]) <= self.global_step)
                 write_csv(self.out / "metrics.csv", self.history)

@@ -56,10 +56,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     output = check_output_file(args.output, "--output", args.overwrite)
-    try:
-        check_opset(args.opset)  # before loading or exporting anything
-    except FatvitError as err:
-        raise FatvitError(f"--{err}") from None
+    check_opset(args.opset, "--opset")  # before loading or exporting anything
     typed = {k: getattr(args, k) for k in ("model", "img_size") if getattr(args, k) is not None}
     if args.checkpoint:
         classifier = load_classifier(args.checkpoint, typed, args.overrides, args.ema, None, EXPORT_KEYS, "export")

@@ -88,9 +88,16 @@ def _duplicates(values: Sequence[Any]) -> List[Any]:
 def _check_entries(data: Dict[str, Any], path: Path) -> None:
     """The image entries and the ids of a COCO file, before pycocotools indexes them (it keeps the last of
     duplicate ids and reads sizes only when asked)."""
+    for kind, entries in (("image", data["images"]), ("annotation", data["annotations"])):
+        for entry in entries:
+            ident = entry.get("id") if isinstance(entry, dict) else None
+            if not isinstance(ident, (int, str)) or isinstance(ident, bool):
+                raise FatvitError(f"{path}: an {kind} has no valid 'id' (an integer): {str(entry)[:80]}")
+        repeated = _duplicates([e["id"] for e in entries])
+        if repeated:
+            shown = ", ".join(repr(i) for i in repeated[:5]) + (" ..." if len(repeated) > 5 else "")
+            raise FatvitError(f"{path}: {len(repeated)} {kind} id(s) used more than once: {shown}")
     for image in data["images"]:
-        if not isinstance(image, dict) or "id" not in image:
-            raise FatvitError(f"{path}: an image has no valid 'id' (an integer): {str(image)[:80]}")
         where = f"{path}: image {image['id']!r}"
         for key in ("width", "height"):
             value = image.get(key)
@@ -98,18 +105,6 @@ def _check_entries(data: Dict[str, Any], path: Path) -> None:
                 raise FatvitError(f"{where} has no valid {key!r} (a positive integer): {value!r}")
         if not isinstance(image.get("file_name"), str) or not image["file_name"]:
             raise FatvitError(f"{where} has no 'file_name'")
-    for kind, entries in (("image", data["images"]), ("annotation", data["annotations"])):
-        for entry in entries:
-            if (
-                not isinstance(entry, dict)
-                or not isinstance(entry.get("id"), (int, str))
-                or isinstance(entry.get("id"), bool)
-            ):
-                raise FatvitError(f"{path}: an {kind} has no valid 'id' (an integer): {str(entry)[:80]}")
-        repeated = _duplicates([e["id"] for e in entries])
-        if repeated:
-            shown = ", ".join(repr(i) for i in repeated[:5]) + (" ..." if len(repeated) > 5 else "")
-            raise FatvitError(f"{path}: {len(repeated)} {kind} id(s) used more than once: {shown}")
 
 
 def _check_polygons(seg: List[Any], where: str) -> None:

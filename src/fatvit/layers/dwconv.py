@@ -135,12 +135,12 @@ class DepthwiseConv2d(nn.Conv2d):
         if not torch.jit.is_scripting():  # noqa: SIM102
             if (
                 not is_fx_symbolic_tracing()
-                and not _tracing()
                 and torch.is_grad_enabled()
                 and self.weight.requires_grad
                 and x.is_cpu
                 and not torch.is_autocast_enabled("cpu")
                 and self.kernel_size[0] * self.kernel_size[1] > SMALL_KERNEL
+                and not _tracing()
             ):
                 return _DepthwiseConv.apply(x, weight, self.bias, self)
         return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
