@@ -34,7 +34,9 @@ __all__ = [
     "make_config",
     "apply_overrides",
     "read_recipe",
+    "recipe_files",
     "recipe_names",
+    "recipe_values",
     "AMP_MODES",
     "INTERPOLATIONS",
 ]
@@ -43,6 +45,15 @@ AMP_MODES = ("auto", "none", "bf16", "fp16")
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "random")
 ERASE_MODES = ("pixel", "rand", "const")
 
+
+#: Config keys that apply to inference (flags and --set KEY=VALUE); a file's own record fills them first.
+INFERENCE_KEYS = ("model", "model_kwargs", "img_size", "crop_pct", "interpolation", "batch_size", "workers", "device",
+                  "channels_last", "data")  # fmt: skip
+#: What a file's record may say about the model and its preprocessing.
+RECORD_KEYS = ("model", "model_kwargs", "img_size", "crop_pct", "interpolation")
+
+#: Loader workers unless a recipe or a flag says otherwise (the loader uses at most the cores available).
+DEFAULT_WORKERS = 4
 
 #: Learning-rate schedules (timm's): cosine (classification), multistep (detection 1x), poly (segmentation).
 SCHEDULES = ("cosine", "multistep", "poly")
@@ -68,7 +79,7 @@ class RunConfig:
     finetune: Optional[str] = None  # initial weights of the whole model (layers for other classes are replaced)
     # data
     data: Optional[str] = None  # None: the task's embedded data set
-    workers: int = 4
+    workers: int = DEFAULT_WORKERS
     # schedule and optimisation
     epochs: Optional[int] = 300
     iterations: Optional[int] = None  # the run's length in optimizer steps, instead of epochs
@@ -401,15 +412,28 @@ def _recipe_task(text: str) -> str:
     return str(loaded.get("task", "classify")) if isinstance(loaded, dict) else ""
 
 
+def recipe_files(task: str = "classify") -> List[str]:
+    """The recipes of ``task`` shipped as files in ``fatvit/recipes``, by name."""
+    return sorted(name for name, path in _recipe_files().items() if _recipe_task(path.read_text()) == task)
+
+
 def recipe_names(task: str = "classify") -> List[str]:
     """Every named recipe of ``task``: the files in ``fatvit/recipes`` and, for classification, per FAT size
     ``fat_bN`` and ``fat_bN_released``."""
+    if task != "classify":
+        return recipe_files(task)
     from .models.fat import MODEL_CONFIGS
 
-    files = sorted(name for name, path in _recipe_files().items() if _recipe_task(path.read_text()) == task)
-    if task != "classify":
-        return files
-    return files + [name for size in MODEL_CONFIGS for name in (size, f"{size}_released")]
+    return recipe_files(task) + [name for size in MODEL_CONFIGS for name in (size, f"{size}_released")]
+
+
+def recipe_values(name: str, cls: type = None) -> Dict[str, Any]:
+    """Every key of a run started with the recipe file ``name``: ``cls``'s defaults, then what the recipe sets
+    (values as written, before checks)."""
+    cls = cls or TrainConfig
+    defaults = {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+                for f in fields(cls)}  # fmt: skip
+    return {**defaults, **_parse_recipe(_recipe_files()[name].read_text(), name, cls)}
 
 
 def _parse_recipe(text: str, where: str, cls: type = None) -> Dict[str, Any]:
@@ -439,8 +463,6 @@ def read_recipe(name_or_path: str | Path, cls: type = None) -> Dict[str, Any]:
         FatvitError: no such file or recipe (the closest name suggested), a recipe of another task, or the YAML
             is not a mapping of keys.
     """
-    from .models.fat import MODEL_CONFIGS
-
     cls = cls or TrainConfig
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.is_file():
@@ -451,6 +473,8 @@ def read_recipe(name_or_path: str | Path, cls: type = None) -> Dict[str, Any]:
     files = _recipe_files()
     if name in files:
         return _parse_recipe(files[name].read_text(), name, cls)
+    from .models.fat import MODEL_CONFIGS
+
     size, released = (name[: -len("_released")], True) if name.endswith("_released") else (name, False)
     if size in MODEL_CONFIGS and cls is TrainConfig:
         base = "released" if released else "imagenet"

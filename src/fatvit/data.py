@@ -332,6 +332,30 @@ class _Loader(DataLoader):
             raise type(err)(worker_error_message(err)) from None
 
 
+_capped: set = set()
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the system has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def loader_workers(requested: int) -> int:
+    """``requested`` loader workers, at most the cores this process may run on: more would only compete for
+    them (and torch warns). A cap is said once per process, as a warning."""
+    cores = usable_cores()
+    if requested <= cores:
+        return requested
+    if requested not in _capped:
+        _capped.add(requested)
+        warnings.warn(f"{requested} loader workers asked for, {cores} used: this process may run on {cores} cores",
+                      stacklevel=2)  # fmt: skip
+    return cores
+
+
 def make_loader(
     dataset: Dataset,
     sampler: Sampler,
@@ -344,13 +368,14 @@ def make_loader(
     """A loader that drops unreadable images (counting them, see ``collate_fn``) and never draws from the global RNG.
 
     A data error raised in a loader worker reaches the caller as it would without workers: the same
-    :class:`FatvitError` with its own one-line message, not PyTorch's worker traceback.
+    :class:`FatvitError` with its own one-line message, not PyTorch's worker traceback. ``workers`` is capped
+    at the cores available (:func:`loader_workers`).
     """
     return _Loader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
-        num_workers=workers,
+        num_workers=loader_workers(workers),
         collate_fn=collate_fn,
         drop_last=drop_last,
         pin_memory=pin_memory,

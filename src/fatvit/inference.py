@@ -11,7 +11,6 @@ class names.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set
@@ -19,18 +18,12 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set
 from torch import nn
 
 from .checkpoint import PathLike, apply_state_dict, read_checkpoint
-from .config import TrainConfig, apply_overrides, make_config
+from .config import DEFAULT_WORKERS, INFERENCE_KEYS, RECORD_KEYS, TrainConfig, apply_overrides, make_config
 from .errors import FatvitError
 from .evaluate import eval_transform
 from .models import create_model
 
 __all__ = ["INFERENCE_KEYS", "Classifier", "inference_config", "load_classifier", "read_class_names"]
-
-#: Config keys that apply to inference (flags and --set KEY=VALUE); a file's own record fills them first.
-INFERENCE_KEYS = ("model", "model_kwargs", "img_size", "crop_pct", "interpolation", "batch_size", "workers", "device",
-                  "channels_last", "data")  # fmt: skip
-#: What a file's record may say about the model and its preprocessing.
-RECORD_KEYS = ("model", "model_kwargs", "img_size", "crop_pct", "interpolation")
 
 
 @dataclass
@@ -88,7 +81,7 @@ def inference_config(
     if foreign:
         raise FatvitError(f"config key {foreign[0]!r} does not apply to {purpose} (it takes {', '.join(keys)})")
     given = set(values)
-    values.setdefault("workers", min(4, os.cpu_count() or 1))
+    values.setdefault("workers", DEFAULT_WORKERS)  # capped at the cores available by the loader
     return make_config(values), given
 
 

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .checkpoint import PathLike
-from .data import EXTENSIONS, load_rgb
+from .data import EXTENSIONS, load_rgb, loader_workers
 from .distributed import pick_device
 from .errors import FatvitError
 from .inference import Classifier, load_classifier
@@ -117,7 +117,7 @@ def predict(
             classes (a fatvit checkpoint or ``.safetensors`` export).
         inputs: image files and folders (searched recursively).
         topk: how many classes per image (at most the number of classes).
-        batch_size, workers: of the data loader.
+        batch_size, workers: of the data loader (workers at most the cores available).
         device: ``"cpu"``, ``"cuda"``, ... (default: the classifier's config, ``auto``).
         progress: show a progress bar on stderr.
         on_skip: called with (path, reason) for each unreadable file; default: a warning.
@@ -139,7 +139,8 @@ def predict(
     net = classifier.model.to(run_device).eval()
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
-    loader = DataLoader(_ImageFiles(paths, classifier.transform), batch_size=batch_size, num_workers=workers,
+    loader = DataLoader(_ImageFiles(paths, classifier.transform), batch_size=batch_size,
+                        num_workers=loader_workers(workers),
                         collate_fn=_collate)  # fmt: skip
     records: List[Record] = []
     for indices, images, failed in tqdm(loader, desc="predict", unit="batch", disable=not progress, leave=False):

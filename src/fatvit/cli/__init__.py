@@ -8,25 +8,26 @@ Every user error, argparse's own included, ends with one line
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import warnings
 from typing import Any, List, NoReturn, Optional
 
 from ..errors import FatvitError
-from . import benchmark, detect, explain, export, predict, segment, summary, table, train
-from . import eval as eval_verb
 
+#: Each verb: the module of ``fatvit.cli`` that defines it, and its line in ``fatvit --help``. Only the module
+#: of the verb given is imported, so ``fatvit --help`` and a mistyped verb answer without torch.
 VERBS = {
-    "train": train,
-    "eval": eval_verb,
-    "predict": predict,
-    "explain": explain,
-    "summary": summary,
-    "table": table,
-    "export": export,
-    "benchmark": benchmark,
-    "detect": detect,
-    "segment": segment,
+    "train": ("train", "train a model"),
+    "eval": ("eval", "evaluate a checkpoint"),
+    "predict": ("predict", "top-k classes of a trained model for images"),
+    "explain": ("explain", "figure of FASA's gates and attention and the Grad-CAM of an image"),
+    "summary": ("summary", "parameters and FLOPs of every FAT size beside the paper's"),
+    "table": ("table", "the paper's ablation, attention and dense-prediction tables with our measurements"),
+    "export": ("export", "export a FAT model to ONNX, checked with ONNX Runtime"),
+    "benchmark": ("benchmark", "latency and throughput of FAT and timm peers, eager/deployed/compiled/ONNX Runtime"),
+    "detect": ("detect", "object detection: train, evaluate, predict (RetinaNet, Mask R-CNN)"),
+    "segment": ("segment", "semantic segmentation: train, evaluate, predict (Semantic FPN)"),
 }
 
 
@@ -37,8 +38,26 @@ class Parser(argparse.ArgumentParser):
         print(f"fatvit: error: {message} (see '{self.prog} --help')", file=sys.stderr)
         sys.exit(1)
 
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        parsed, extra = super().parse_known_args(args, namespace)
+        if self.prog != "fatvit":  # a verb's parser: the top level words what is left over
+            return parsed, extra
+        prog = vars(parsed).pop("prog", self.prog)
+        hints = vars(parsed).pop("unknown_hints", {})
+        if extra:  # named by the (sub-)verb that was given, not by the top level
+            hint = hints.get(extra[0].partition("=")[0], "")
+            self.prog = prog
+            self.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+        return parsed, extra
 
-def build_parser() -> argparse.ArgumentParser:
+
+def _verb_of(argv: List[str]) -> Optional[str]:
+    """The verb ``argv`` names: its first word that is not an option."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
+    """The ``fatvit`` parser; the options of the verb ``argv`` names (every verb's when ``argv`` is None)."""
     parser = Parser(
         prog="fatvit",
         description=(
@@ -47,9 +66,23 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB", parser_class=Parser)
-    for name, module in VERBS.items():
-        module.add_parser(sub, name)
+    given = None if argv is None else _verb_of(argv)
+    for name, (module, help) in VERBS.items():
+        if argv is None or name == given:
+            importlib.import_module(f".{module}", __name__).add_parser(sub, name, help)
+        else:
+            sub.add_parser(name, help=help)
+    for action in _leaf_parsers(parser):
+        action.set_defaults(prog=action.prog)
     return parser
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser) -> List[argparse.ArgumentParser]:
+    """The parsers of ``parser``'s (sub-)verbs that take no further verb."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return [parser]
+    return [leaf for a in subs for p in dict.fromkeys(a.choices.values()) for leaf in _leaf_parsers(p)]
 
 
 def show_warning(message: Warning | str, category: type, filename: str, lineno: int, file: Any = None,
@@ -63,7 +96,7 @@ def show_warning(message: Warning | str, category: type, filename: str, lineno: 
 def main(argv: List[str] | None = None) -> int:
     """Run the ``fatvit`` command; user errors print one line and return 1, warnings one line each."""
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
     except SystemExit as exit_:  # --help (0) or a bad argument (1, its line already printed)
         return int(exit_.code or 0)
     with warnings.catch_warnings():  # restores Python's own display when the command returns

@@ -14,10 +14,10 @@ from ..files import check_output_file
 from .format import positive_int, render_table
 
 
-def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
     p = sub.add_parser(
         name,
-        help="latency and throughput of FAT and timm peers, eager/deployed/compiled/ONNX Runtime",
+        help=help,
         description=(
             "Times each model in each mode at each batch size. Within a mode and batch size all models run in the "
             "same rounds, interleaved in a shuffled order; the median over rounds is printed with its quartiles and "

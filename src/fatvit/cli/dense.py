@@ -7,6 +7,7 @@ import contextlib
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence
 
+from ..config import DEFAULT_WORKERS
 from ..errors import FatvitError
 from ..files import check_output_dir, prepare_output_dir
 from ..predictions import find_images
@@ -24,7 +25,13 @@ def add_eval_options(p: argparse.ArgumentParser, data_help: str, batches: bool =
     p.add_argument("--split", choices=("val", "train"), default="val", help="which split (default: val)")
     if batches:
         p.add_argument("--batch-size", type=positive_int, default=2, help="images per batch (default: 2)")
-    p.add_argument("--workers", type=non_negative_int, default=0, help="data loading processes (default: 0)")
+    p.add_argument(
+        "--workers",
+        type=non_negative_int,
+        default=DEFAULT_WORKERS,
+        metavar="N",
+        help=f"data loading processes (default: {DEFAULT_WORKERS}, at most the cores available)",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--ema", action="store_true", help="evaluate the EMA weights of a training checkpoint")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")

@@ -26,11 +26,15 @@ DATA_HELP = (
     "instances_{train,val}.json); default: the embedded digit scenes"
 )
 
+#: What a flag of other verbs is here: how detection sizes its images.
+UNKNOWN_HINTS = {"--img-size": " (detection images are resized by the config keys min_size and max_size: "
+                               "--set min_size=N --set max_size=N)"}  # fmt: skip
 
-def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+
+def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
     p = sub.add_parser(
         name,
-        help="object detection: train, evaluate, predict (RetinaNet, Mask R-CNN)",
+        help=help,
         description=(
             "COCO object detection and instance segmentation with the paper's detectors on FAT backbones: "
             f"{', '.join(DETECTORS)}. Without --data, the embedded digit scenes (scikit-learn's handwritten "
@@ -46,9 +50,10 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
             "on the embedded digit scenes (recipe digit_scenes_detect). Launch with torchrun for DDP."
         ),
     )
-    add_training_arguments(t, DetectConfig, "digit_scenes_detect without --data; with it coco_retinanet_1x, or "
-                           "coco_mask_rcnn_1x for a mask_rcnn model")  # fmt: skip
-    t.set_defaults(run=run_train)
+    add_training_arguments(t, DetectConfig, ("digit_scenes_detect", "coco_retinanet_1x"),
+                           f"one of {', '.join(DETECTORS)}",
+                           "coco_retinanet_1x, or coco_mask_rcnn_1x for a mask_rcnn model,")  # fmt: skip
+    t.set_defaults(run=run_train, unknown_hints=UNKNOWN_HINTS)
     e = actions.add_parser(
         "eval",
         help="COCO box (and mask) AP of a trained detector",
@@ -63,7 +68,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         "drawn (torchvision's draw_bounding_boxes and draw_segmentation_masks) as OUTPUT/<name>.png.",
     )
     add_predict_options(pr)
-    pr.add_argument("--score-threshold", type=float, default=0.5, help="draw detections scoring at least this")
+    pr.add_argument("--score-threshold", type=float, default=0.5, metavar="SCORE",
+                    help="draw and list the detections scoring at least this, in [0, 1] (default: 0.5)")  # fmt: skip
     pr.set_defaults(run=run_predict)
 
 

@@ -6,20 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
-from ..data import ResumableSampler, SafeImageFolder, SeededDataset, digits_splits, make_loader
-from ..distributed import pick_device
+from ..config import INFERENCE_KEYS
 from ..errors import FatvitError
-from ..evaluate import evaluate
-from ..inference import INFERENCE_KEYS, load_classifier
 from .model_options import add_model_options, typed_values
 
 
-def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
     p = sub.add_parser(
         name,
-        help="evaluate a checkpoint",
+        help=help,
         description=(
             "Top-1, top-5, loss and images/s of a model on a validation folder (DATA/<class>/* or DATA/val/<class>/*) "
             "or on the embedded digits set's held-out split. Reads fatvit checkpoints and .safetensors exports "
@@ -28,11 +23,23 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         ),
     )
     add_model_options(p, INFERENCE_KEYS)
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the result as JSON (keys model, checkpoint, data, top1, top5, loss, images, images_per_s, "
+        "skipped_images)",
+    )
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..data import ResumableSampler, SafeImageFolder, SeededDataset, digits_splits, make_loader
+    from ..distributed import pick_device
+    from ..evaluate import evaluate
+    from ..inference import load_classifier
+
     loaded = load_classifier(
         args.checkpoint, typed_values(args), args.overrides, use_ema=args.ema, keys=INFERENCE_KEYS, purpose="eval"
     )

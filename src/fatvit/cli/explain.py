@@ -8,10 +8,9 @@ import json
 from pathlib import Path
 from typing import Tuple
 
+from ..config import INFERENCE_KEYS
 from ..errors import FatvitError
-from ..explain import explain_image, plot_explanation
 from ..files import atomic_write, check_output_dir, prepare_output_dir
-from ..inference import INFERENCE_KEYS, load_classifier, read_class_names
 from .model_options import add_model_options, typed_values
 
 #: Config keys that apply to explanations (one image, on the CPU, channels-first: no data set, batch, workers, device).
@@ -28,10 +27,10 @@ def point(text: str) -> Tuple[float, float]:
     return x, y
 
 
-def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
     p = sub.add_parser(
         name,
-        help="figure of FASA's gates and attention and the Grad-CAM of an image",
+        help=help,
         description=(
             "Writes OUTPUT/<image name>_explain.png: the image as the model sees it, the Grad-CAM of the predicted "
             "class on the last stage, and for the last block of each stage FASA's local and global gates "
@@ -54,6 +53,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..explain import explain_image, plot_explanation
+    from ..inference import load_classifier, read_class_names
+
     image = Path(args.image)
     if not image.is_file():
         raise FatvitError(f"image not found: {image}")

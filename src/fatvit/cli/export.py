@@ -22,10 +22,10 @@ EXPORT_KEYS = ("model", "model_kwargs", "img_size", "crop_pct", "interpolation")
 TOLERANCE = 1e-4
 
 
-def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
     p = sub.add_parser(
         name,
-        help="export a FAT model to ONNX, checked with ONNX Runtime",
+        help=help,
         description=(
             "Writes the model's deployed form (BatchNorm and residuals folded) as ONNX, with batch, height and width "
             "dynamic (unless --static), and its preprocessing and class names in the file's metadata. The file is "

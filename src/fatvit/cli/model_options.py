@@ -7,9 +7,10 @@ these flags, then ``--set KEY=VALUE``, win over it.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Dict, Mapping, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
-from .format import add_set_option, positive_int
+from ..config import DEFAULT_WORKERS
+from .format import add_set_option, non_negative_int, positive_int
 
 #: Flags that are shortcuts for config keys, with their argparse types.
 SHORTCUTS: Mapping[str, Any] = {
@@ -19,7 +20,7 @@ SHORTCUTS: Mapping[str, Any] = {
     "crop_pct": float,
     "interpolation": str,
     "batch_size": positive_int,
-    "workers": int,
+    "workers": non_negative_int,
     "device": str,
 }
 
@@ -27,15 +28,18 @@ _DEFAULTS = {
     "model": "default: the file's record, else fat_b0",
     "data": "default: the digits held-out split",
     "batch_size": "default: 128",
-    "workers": "default: up to 4",
+    "workers": f"default: {DEFAULT_WORKERS}, at most the cores available",
     "device": "auto (default), cpu, cuda, cuda:N",
 }
 
 _RECORD_DEFAULT = "default: the file's record, else the model's"
 
 
-def add_model_options(p: argparse.ArgumentParser, keys: Sequence[str]) -> None:
-    """``--checkpoint``, ``--ema``, a flag for each of ``keys`` that has one, ``--channels-last`` and ``--set``."""
+def add_model_options(
+    p: argparse.ArgumentParser, keys: Sequence[str], defaults: Optional[Mapping[str, str]] = None
+) -> None:
+    """``--checkpoint``, ``--ema``, a flag for each of ``keys`` that has one, ``--channels-last`` and ``--set``;
+    ``defaults`` words the defaults that differ from the other verbs'."""
     p.add_argument("--checkpoint", required=True, help="weights: .pth (fatvit or the authors') or .safetensors")
     for key, kind in SHORTCUTS.items():
         if key in keys:
@@ -44,7 +48,7 @@ def add_model_options(p: argparse.ArgumentParser, keys: Sequence[str]) -> None:
                 dest=key,
                 type=kind,
                 default=None,
-                help=f"config key {key} ({_DEFAULTS.get(key, _RECORD_DEFAULT)})",
+                help=f"config key {key} ({(defaults or {}).get(key) or _DEFAULTS.get(key, _RECORD_DEFAULT)})",
             )
     p.add_argument("--ema", action="store_true", help="use the EMA weights of a training checkpoint")
     if "channels_last" in keys:

@@ -7,10 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+from ..config import INFERENCE_KEYS
 from ..errors import FatvitError
 from ..files import check_output_file
-from ..inference import INFERENCE_KEYS, load_classifier, read_class_names
-from ..predictions import predict
 from ..reporting import write_csv
 from .format import positive_int, render_table
 from .model_options import add_model_options, typed_values
@@ -19,10 +18,10 @@ from .model_options import add_model_options, typed_values
 PREDICT_KEYS = tuple(k for k in INFERENCE_KEYS if k != "data")
 
 
-def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
     p = sub.add_parser(
         name,
-        help="top-k classes of a trained model for images",
+        help=help,
         description=(
             "The top-k classes, with probabilities, of each image given (files, and folders searched recursively), "
             "preprocessed as the checkpoint records. Prints a table, or JSON records (--json: path and topk, a list "
@@ -30,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         ),
     )
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and folders")
-    add_model_options(p, PREDICT_KEYS)
+    add_model_options(p, PREDICT_KEYS, {"workers": "default: 0, images read in this process"})
     p.add_argument("--topk", type=positive_int, default=5, help="classes per image (default: 5)")
     p.add_argument(
         "--classes",
@@ -56,6 +55,9 @@ def _csv_rows(records: list, k: int) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..inference import load_classifier, read_class_names
+    from ..predictions import predict
+
     csv_path = check_output_file(args.csv, "--csv", args.overwrite) if args.csv else None
     classes = read_class_names(args.classes) if args.classes else None
     classifier = load_classifier(

@@ -27,11 +27,15 @@ DATA_HELP = (
     "digit scenes"
 )
 
+#: What a flag of other verbs is here: how segmentation sizes its images.
+UNKNOWN_HINTS = {"--img-size": " (segmentation images are sized by the config keys scale, ratio_range and "
+                               "crop_size: --set crop_size=N)"}  # fmt: skip
 
-def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+
+def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
     p = sub.add_parser(
         name,
-        help="semantic segmentation: train, evaluate, predict (Semantic FPN)",
+        help=help,
         description=(
             f"Semantic segmentation with Semantic FPN on FAT backbones: {', '.join(SEGMENTERS)}. Without --data, "
             "the embedded digit scenes (written in the ADE20K layout)."
@@ -46,8 +50,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
             "--data, on the embedded digit scenes (recipe digit_scenes_segment). Launch with torchrun for DDP."
         ),
     )
-    add_training_arguments(t, SegmentConfig, "digit_scenes_segment without --data, ade20k_semantic_fpn with it")
-    t.set_defaults(run=run_train)
+    add_training_arguments(t, SegmentConfig, ("digit_scenes_segment", "ade20k_semantic_fpn"),
+                           f"one of {', '.join(SEGMENTERS)}")  # fmt: skip
+    t.set_defaults(run=run_train, unknown_hints=UNKNOWN_HINTS)
     e = actions.add_parser(
         "eval",
         help="mIoU, mAcc, aAcc and per-class IoU of a trained segmenter",

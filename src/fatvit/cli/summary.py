@@ -9,10 +9,10 @@ from ..tables import GFLOPS_REL_TOL, PARAMS_REL_TOL, summarize
 from .format import positive_int, render_table
 
 
-def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
     p = sub.add_parser(
         name,
-        help="parameters and FLOPs of every FAT size beside the paper's",
+        help=help,
         description=(
             "Count parameters, conv+linear GMACs (the paper's convention) and full GFLOPs "
             "(attention matmuls and norms included, fvcore) of every FAT size, beside the paper's figures."

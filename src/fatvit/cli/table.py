@@ -15,10 +15,10 @@ TITLES = {
 }
 
 
-def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
     p = sub.add_parser(
         name,
-        help="the paper's ablation, attention and dense-prediction tables with our measurements",
+        help=help,
         description=(
             "Reprint a table of the paper with the parameters and FLOPs of our implementation of every row, "
             "measured at 224x224. FLOPs are compared as conv+linear multiply-accumulates (the paper's "

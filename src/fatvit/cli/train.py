@@ -7,12 +7,11 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
-from ..config import TrainConfig, load_config, recipe_names
+from ..config import AMP_MODES, TrainConfig, load_config, recipe_files, recipe_values
 from ..errors import FatvitError
-from ..train import Trainer
-from .format import add_set_option, positive_int
+from .format import add_set_option, non_negative_int, positive_int
 
 #: Flags that are shortcuts for config keys (any key also works with --set KEY=VALUE).
 SHORTCUTS = {
@@ -24,7 +23,7 @@ SHORTCUTS = {
     "img_size": positive_int,
     "lr": float,
     "output": str,
-    "workers": int,
+    "workers": non_negative_int,
     "device": str,
     "amp": str,
     "seed": int,
@@ -33,15 +32,41 @@ SHORTCUTS = {
 }
 
 
+#: What each shortcut flag sets: its metavar and its line in --help (defaults are added from the recipes).
+FLAG_HELP = {
+    "model": ("NAME", "the model to train"),
+    "data": ("DIR", "the data set's folder"),
+    "epochs": ("N", "the run's length in epochs"),
+    "iterations": ("N", "the run's length in optimizer steps, instead of epochs"),
+    "batch_size": ("N", "images per batch and process"),
+    "img_size": ("PIXELS", "the side of the training images"),
+    "lr": ("LR", "the peak learning rate per lr_base_batch images (scaled by the global batch)"),
+    "output": ("DIR", "the run folder"),
+    "workers": ("N", "data loading processes, at most the cores available"),
+    "device": ("DEVICE", "auto, cpu, cuda or cuda:N"),
+    "amp": ("MODE", f"mixed precision: {', '.join(AMP_MODES)} (auto: bf16 on CUDA where supported, else fp16; "
+            "none on a CPU)"),
+    "seed": ("N", "the random seed"),
+    "finetune": ("CKPT", "initial weights of the whole model (layers for other classes are replaced)"),
+    "backbone_weights": ("CKPT", "a classification checkpoint of the backbone (fatvit's or the authors')"),
+}  # fmt: skip
+
+#: Defaults that no recipe sets.
+FIXED_DEFAULTS = {"data": "the task's embedded data set", "output": "runs/<model>-<time>"}
+
+#: The recipes a training verb uses without --config: without --data, and with it.
+DEFAULT_RECIPES = {"classify": ("digits", "imagenet")}
+
+
 def default_recipe(data: Optional[str]) -> str:
     """The recipe used without --config: ``digits`` for the embedded set, the paper's ``imagenet`` with --data."""
-    return "digits" if data is None else "imagenet"
+    return DEFAULT_RECIPES["classify"][0 if data is None else 1]
 
 
-def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
     p = sub.add_parser(
         name,
-        help="train a model",
+        help=help,
         description=(
             "Train a FAT model (or any timm model, for comparisons under the same recipe) on an ImageNet-style "
             "folder (DATA/train/<class>/*, DATA/val/<class>/*) with the paper's recipe, or, without --data, on "
@@ -49,26 +74,60 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
             "processes (DDP)."
         ),
     )
-    add_training_arguments(p, TrainConfig, "digits without --data, imagenet with it")
+    add_training_arguments(p, TrainConfig, DEFAULT_RECIPES["classify"], "a FAT size or variant, or any timm model")
     p.set_defaults(run=run)
 
 
-def add_training_arguments(p: argparse.ArgumentParser, cls: type, default_help: str) -> None:
+def _shown(value: Any) -> str:
+    """A config value as a recipe would write it."""
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _default_text(key: str, recipes: Sequence[str], values: Sequence[Dict[str, Any]]) -> str:
+    if key in FIXED_DEFAULTS:
+        return f"default: {FIXED_DEFAULTS[key]}"
+    shown = [_shown(v[key]) for v in values]
+    if len(set(shown)) == 1:
+        return f"default: {shown[0]}"
+    return "default: " + ", ".join(f"{s} with recipe {r}" for s, r in zip(shown, recipes))
+
+
+def add_training_arguments(
+    p: argparse.ArgumentParser, cls: type, recipes: Sequence[str], model_help: str, recipe_help: str = ""
+) -> None:
     """The options of a training verb for config class ``cls``: --config, the shortcut flags of its keys, --set,
-    --resume, --overwrite, --max-steps, --json."""
+    --resume, --overwrite, --max-steps, --json. ``recipes``: the recipe used without --data and the one used
+    with it, whose values the flags' help gives as defaults."""
+    names = recipe_files(cls.TASK)
+    per_size = " or, for every FAT size NAME ('fatvit summary' lists them), NAME and NAME_released" * (
+        cls.TASK == "classify"
+    )
     p.add_argument(
         "--config",
         metavar="RECIPE",
-        help=f"a YAML file or a recipe name: {', '.join(recipe_names(cls.TASK))} (default: {default_help})",
+        help=f"a YAML file or a recipe name: {', '.join(names)}{per_size} (default: {recipes[0]} without --data, "
+        f"{recipe_help or recipes[1]} with it)",
     )
     keys = {f.name for f in dataclasses.fields(cls)}
+    values = [recipe_values(name, cls) for name in recipes]
     for key, kind in SHORTCUTS.items():
         if key in keys:
-            p.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind, default=None, help=f"config key {key}")
+            metavar, text = FLAG_HELP[key]
+            if key == "model":
+                text = f"{text}: {model_help}"
+            default = _default_text(key, recipes, values)
+            p.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind, default=None, metavar=metavar,
+                           help=f"{text} (config key {key}{'; ' + default if default else ''})")  # fmt: skip
     add_set_option(p, "override any config key (YAML value; model_kwargs.NAME for model arguments); repeatable")
     p.add_argument("--resume", metavar="CKPT", help="continue a run exactly from its last.pth")
     p.add_argument("--overwrite", action="store_true", help="replace the run files of a non-empty --output folder")
-    p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many optimizer steps in all")
+    p.add_argument(
+        "--max-steps",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="stop after this many optimizer steps in all, resumable (default: the run's length)",
+    )
     p.add_argument("--json", action="store_true", help="print summary.json's content at the end")
 
 
@@ -81,6 +140,8 @@ def run_training(
     args: argparse.Namespace, cls: type, recipe: Optional[str], verb: str, result: Callable[[Dict[str, Any]], str]
 ) -> int:
     """Train (or resume) as ``args`` say; ``result`` words a finished run's figures for the last line."""
+    from ..train import Trainer
+
     flags = typed_flags(args)
     if args.resume:
         if args.config:
