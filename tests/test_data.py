@@ -102,3 +102,29 @@ def test_validation_shards_are_exact():
     indices = [list(s) for s in shards]
     assert sorted(sum(indices, [])) == list(range(10))  # every image once, none repeated
     assert [len(s) for s in shards] == [4, 3, 3]
+
+
+def test_loader_workers_are_capped_at_the_cores_available_and_the_cap_is_said_once(monkeypatch):
+    import warnings
+
+    import fatvit.data as data
+
+    monkeypatch.setattr(data, "usable_cores", lambda: 2)
+    monkeypatch.setattr(data, "_capped", set())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert data.loader_workers(2) == 2 and data.loader_workers(0) == 0
+        assert not caught
+        assert data.loader_workers(4) == 2
+        loader = data.make_loader(torch.utils.data.TensorDataset(torch.zeros(4)), ResumableSampler(4, shuffle=False),
+                                  2, 4, drop_last=False)  # fmt: skip
+        assert loader.num_workers == 2
+    assert [str(w.message) for w in caught] == ["4 loader workers asked for, 2 used: this process may run on 2 cores"]
+
+
+def test_usable_cores_is_the_affinity_mask():
+    import os
+
+    from fatvit.data import usable_cores
+
+    assert usable_cores() == len(os.sched_getaffinity(0)) >= 1
