@@ -165,8 +165,17 @@ def test_detect_commands(scenes, tmp_path, capsys):
 
     for r in records:
         img = Image.open(r["drawn"])
-        assert img.size == (64, 64) and img.mode == "RGB"
+        assert img.size[1] == 512 and img.size[0] > 512 and img.mode == "RGB"  # 64 px drawn 8x, with a legend
         assert r["detections"][0]["label"] in [str(d) for d in range(10)]
+        assert all(len(d["box"]) == 4 and 0 <= d["score"] <= 1 for d in r["detections"])
+    assert main([*argv[:-1], "--overwrite"]) == 0  # the text form: one row per detection, with its box
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["image", "class", "score", "x0", "y0", "x1", "y1"]
+    rows = [line.split() for line in lines[2:-1]]
+    expected = [[r["path"], d["label"], f"{d['score']:.2f}", *(f"{v:.1f}" for v in d["box"])]
+                for r in records for d in r["detections"]]  # fmt: skip
+    assert rows == expected
+    assert lines[-1] == f"{len(expected)} detections in 3 images; drawn in {drawn}"
     line = cli_error(capsys, argv)
     assert "exists; give --overwrite" in line
     assert main([*argv, "--overwrite"]) == 0
@@ -194,6 +203,10 @@ def test_segment_commands(scenes, tmp_path, capsys):
     assert main(["segment", "predict", str(scenes / "ade/images/validation"), "--checkpoint",
                  str(run / "model.safetensors"), "--output", str(drawn)]) == 0  # fmt: skip
     assert sorted(p.name for p in drawn.iterdir()) == ["val_00000.png", "val_00001.png", "val_00002.png"]
+    from PIL import Image
+
+    with Image.open(drawn / "val_00000.png") as img:
+        assert min(img.size) >= 512 and img.width > img.height  # drawn at a readable size, a legend at the right
 
 
 def test_dense_errors_are_one_line(scenes, tmp_path, capsys):

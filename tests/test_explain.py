@@ -13,7 +13,7 @@ from conftest import TINY_ARGS, cli_error, write_held_out_digits
 from fatvit.cli import main
 from fatvit.errors import FatvitError
 from fatvit.evaluate import eval_transform
-from fatvit.explain import class_activation_map, explain, fasa_maps, map_point
+from fatvit.explain import class_activation_map, explain, fasa_maps, map_notes, map_point, plot_explanation
 from fatvit.models import create_model, model_names
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -149,6 +149,40 @@ def test_points_follow_the_resize_and_centre_crop():
         map_point(transform, (512, 256), (600, 10))
 
 
+def test_the_figure_has_fixed_stated_scales_and_says_when_a_panel_carries_no_information():
+    import dataclasses
+
+    import matplotlib.pyplot as plt
+
+    e = explain(_model(), torch.randn(1, 3, 32, 32), MEAN, STD)
+    assert [tuple(s.attention_kv.shape) for s in e.stages] == [(1, 1)] * 4  # every key map is one cell at 32x32
+    notes = {k: v for k, v in map_notes(e).items() if k != "cam"}
+    assert notes == {f"stage {n} attention": "one key cell: weight 1 by construction, no spatial information"
+                     for n in (1, 2, 3, 4)}  # fmt: skip
+    wide = explain(_model(), torch.randn(1, 3, 128, 128), MEAN, STD)
+    assert "stage 1 attention" not in map_notes(wide)  # a 2x2 key map carries a preference
+    assert map_notes(dataclasses.replace(e, cam=torch.zeros_like(e.cam)))["cam"].startswith("empty")
+    assert map_notes(dataclasses.replace(e, cam=torch.full_like(e.cam, 0.4)))["cam"].startswith("flat")
+    fig = plot_explanation(dataclasses.replace(e, cam=torch.zeros_like(e.cam)))
+    try:
+        images = [ax for ax in fig.axes if ax.images]
+        shown = [ax.images[-1] for ax in images[1:]]  # every overlay after the input
+        assert len(shown) == 1 + 3 * 4
+        assert all(im.get_clim() == (0.0, 1.0) for im in shown)  # fixed: never the map's own range
+        bars = [ax for ax in fig.axes if not ax.images and ax.get_ylabel()]
+        assert len(bars) == len(shown)
+        fig.canvas.draw()
+        for bar in bars:
+            assert bar.yaxis.get_offset_text().get_text() == ""
+            assert [t.get_text() for t in bar.get_yticklabels()] == ["0.00", "0.25", "0.50", "0.75", "1.00"]
+        texts = " ".join(t.get_text() for ax in fig.axes for t in ax.texts) + " ".join(ax.get_title() for ax in images)
+        assert "empty: no positive" in " ".join(texts.split()) and "one key cell" in " ".join(texts.split())
+        gate = e.stages[0].local_gate
+        assert f"range {float(gate.min()):.3f} to {float(gate.max()):.3f}" in texts
+    finally:
+        plt.close(fig)
+
+
 def test_explain_command_writes_a_figure(digits_run, tmp_path, capsys):
     out, _ = digits_run
     write_held_out_digits(tmp_path / "d", count=1)
@@ -159,6 +193,7 @@ def test_explain_command_writes_a_figure(digits_run, tmp_path, capsys):
     figure = tmp_path / "fig" / "000_explain.png"
     assert record["figure"] == str(figure) and record["class"] in [str(i) for i in range(10)]
     assert record["input_point"] == [2, 30]  # pixel (0, 7) of the 8x8 digit, in the 32x32 input
+    assert record["notes"]["stage 4 attention"].startswith("one key cell")
     with Image.open(figure) as png:
         png.verify()
     with Image.open(figure) as png:

@@ -308,6 +308,12 @@ def apply_state_dict(
         shapes = [f"{k} (checkpoint {tuple(state_dict[k].shape)}, model {tuple(own[k].shape)})" for k in skipped]
         problems.append(f"shape mismatch: {_short_list(shapes, 3)}")
     if strict and problems:
+        if _deployed_weights_of(model, state_dict):
+            raise CheckpointError(
+                f"{source} holds the weights of a deployed {type(model).__name__} (fatvit.deploy: BatchNorm and "
+                "residuals folded), which only fit fatvit.deploy(model): save a model before deploying it (as "
+                "training's checkpoints and model.safetensors do) and deploy it after loading"
+            )
         raise CheckpointError(f"{source} does not fit {type(model).__name__}: " + "; ".join(problems))
     loadable: Dict[str, torch.Tensor] = OrderedDict((k, v) for k, v in state_dict.items() if k not in skipped)
     record = interaction_record((meta or {}).get("interaction"))
@@ -320,6 +326,15 @@ def apply_state_dict(
         detail = " ".join(str(err).split("\n")[1:]).strip() or str(err)
         raise CheckpointError(f"{source}: {detail}") from None
     return skipped + missing
+
+
+def _deployed_weights_of(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """Whether ``state_dict`` has exactly the keys of ``model``'s deployed form (a FAT model only)."""
+    if not isinstance(model, FAT):
+        return False
+    from .deploy import deploy
+
+    return set(state_dict) == set(deploy(model).state_dict())
 
 
 def read_task_checkpoint(

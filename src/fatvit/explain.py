@@ -343,31 +343,72 @@ def explain_image(
     return explain(classifier.model, x, mean, std, at, target, block, classifier.classes)
 
 
+#: Below this spread (max - min) a map is drawn as flat: it shows no structure, only rounding.
+FLAT_SPREAD = 1e-6
+
+
+def map_notes(explanation: Explanation) -> Dict[str, str]:
+    """What a panel of :func:`plot_explanation` cannot show, by panel (``"cam"``, ``"stage N attention"``):
+    a Grad-CAM that is empty or flat, an attention over a single key cell (weight 1 by construction) or
+    spread evenly over its key cells. Panels that carry information have no note."""
+    e = explanation
+    notes = {}
+    if float(e.cam.max()) <= FLAT_SPREAD:
+        notes["cam"] = "empty: no positive gradient-weighted activation for this class"
+    elif float(e.cam.max() - e.cam.min()) <= FLAT_SPREAD:
+        notes["cam"] = "flat: the same relevance everywhere"
+    for s in e.stages:
+        cells = s.attention_kv.numel()
+        key = f"stage {s.stage + 1} attention"
+        if cells == 1:
+            notes[key] = "one key cell: weight 1 by construction, no spatial information"
+        elif float(s.attention_kv.max() - s.attention_kv.min()) <= FLAT_SPREAD:
+            notes[key] = f"even over its {cells} key cells: no preference"
+    return notes
+
+
 def plot_explanation(explanation: Explanation, title: str = "") -> Any:
-    """A matplotlib figure: the image and its CAM, then per stage the two gates and the attention from the point."""
+    """A matplotlib figure: the image and its CAM, then per stage the two gates and the attention from the point.
+
+    Scales are fixed and stated, never stretched to a map's own range (which makes noise look like structure):
+    Grad-CAM on [0, 1], gates on [0, 1] with their observed range in the title, attention on [0, 1] as the
+    weight of each key cell. Colour bars carry plain numbers (no offset notation); a panel that carries no
+    information says so (:func:`map_notes`).
+    """
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter
 
     e = explanation
+    notes = map_notes(e)
     rgb = e.image.permute(1, 2, 0).numpy()
     grey = e.image.mean(0).numpy()
     rows = 1 + len(e.stages)
-    fig, axes = plt.subplots(rows, 3, figsize=(9.6, 3.0 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, 3, figsize=(10.5, 3.3 * rows), squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
 
-    def overlay(ax: Any, heat: torch.Tensor, label: str, cmap: str, bar: str, vmin: Optional[float] = None):  # noqa: ANN202
+    def overlay(ax: Any, heat: torch.Tensor, label: str, cmap: str, bar: str, note: str = "") -> None:
         ax.imshow(grey, cmap="gray", interpolation="nearest")
-        shown = ax.imshow(heat.numpy(), cmap=cmap, alpha=0.65, vmin=vmin, interpolation="nearest")
-        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02).set_label(bar, fontsize=8)
-        ax.set_title(label, fontsize=9)
+        shown = ax.imshow(heat.numpy(), cmap=cmap, alpha=0.65, vmin=0.0, vmax=1.0, interpolation="nearest")
+        colorbar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02, ticks=[0, 0.25, 0.5, 0.75, 1])
+        colorbar.ax.yaxis.set_major_formatter(FormatStrFormatter("%.2f"))
+        colorbar.ax.tick_params(labelsize=7)
+        colorbar.set_label(bar, fontsize=8)
+        ax.set_title(label, fontsize=8)
+        if note:
+            ax.text(0.5, 0.5, textwrap.fill(note, 28), transform=ax.transAxes, ha="center", va="center",
+                    fontsize=8, bbox=dict(boxstyle="round", facecolor="white", alpha=0.85))  # fmt: skip
 
     axes[0, 0].imshow(rgb, interpolation="nearest")
     axes[0, 0].plot(*e.point, marker="+", color="red", markersize=12, mew=2)
-    axes[0, 0].set_title("input (+: query point)", fontsize=9)
-    overlay(axes[0, 1], e.cam, f"Grad-CAM, last stage: {e.target_name}", "jet", "relevance", 0.0)
+    axes[0, 0].set_title("input (+: query point)", fontsize=8)
+    overlay(axes[0, 1], e.cam, f"Grad-CAM, last stage: {e.target_name}", "jet", "relevance (0-1)",
+            notes.get("cam", ""))  # fmt: skip
     top = e.probs.topk(min(5, e.probs.numel()))
     names = [e.classes[i] if e.classes else str(i) for i in top.indices.tolist()]
     axes[0, 2].text(
@@ -384,11 +425,14 @@ def plot_explanation(explanation: Explanation, title: str = "") -> Any:
         for c, (gate, applied, branch) in enumerate(
             ((s.local_gate, s.local_gate_applied, "local"), (s.global_gate, s.global_gate_applied, "global"))
         ):
+            spread = f"\nrange {float(gate.min()):.3f} to {float(gate.max()):.3f}"
             note = "" if applied else f"\n(not applied: {s.interaction})"
-            overlay(axes[r, c], gate, f"stage {n} {branch} gate σ(X'{branch}){note}", "viridis", "mean gate")
+            overlay(axes[r, c], gate, f"stage {n} {branch} gate σ(X'{branch}){spread}{note}", "viridis",
+                    "mean gate (0-1)")  # fmt: skip
         cells = _expand(s.attention_kv, s.kv_stride, size)
-        label = f"stage {n} attention from +, {s.kv_stride}px key cells"
-        overlay(axes[r, 2], cells, label, "magma", "weight per key cell", 0.0)
+        h, w = s.attention_kv.shape
+        label = f"stage {n} attention from +\n{h}x{w} key cells of {s.kv_stride}px"
+        overlay(axes[r, 2], cells, label, "magma", "weight of a key cell (0-1)", notes.get(f"stage {n} attention", ""))
         axes[r, 2].plot(*e.point, marker="+", color="cyan", markersize=12, mew=2)
     if title:
         fig.suptitle(title, fontsize=11)

@@ -11,6 +11,7 @@ class names.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set
@@ -59,6 +60,14 @@ class Classifier:
                 "in Python: load_classifier(..., classes=names))"
             )
         return self.classes
+
+    def deploy(self, channels_last: bool = True, pointwise_linear: bool = True) -> Classifier:
+        """This classifier with its model's inference form (:func:`fatvit.deploy`: same outputs, faster); the
+        transform, classes and record are unchanged. The way to run a saved model deployed: save the model
+        as trained (fatvit's checkpoints, ``model.safetensors``), load it, then deploy."""
+        from .deploy import deploy
+
+        return dataclasses.replace(self, model=deploy(self.model, channels_last, pointwise_linear))
 
 
 def inference_config(

@@ -19,6 +19,7 @@ from .dense import (
     output_paths,
     save_png,
 )  # fmt: skip
+from .format import render_table
 from .train import add_training_arguments, run_training
 
 DATA_HELP = (
@@ -64,8 +65,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
     pr = actions.add_parser(
         "predict",
         help="draw a detector's boxes, labels, scores and masks on images",
-        description="Run a trained detector on image files and folders and write each image with its detections "
-        "drawn (torchvision's draw_bounding_boxes and draw_segmentation_masks) as OUTPUT/<name>.png.",
+        description="Run a trained detector on image files and folders: prints each detection (image, class, score, "
+        "box corners in pixels of the image; --json: one record per image), and writes each image with its "
+        "detections drawn (at least 512 px on its shorter side, a colour per class, a legend) as OUTPUT/<name>.png.",
     )
     add_predict_options(pr)
     pr.add_argument("--score-threshold", type=float, default=0.5, metavar="SCORE",
@@ -141,8 +143,13 @@ def run_predict(args: argparse.Namespace) -> int:
             raise FatvitError("none of the images could be read")
     if args.json:
         print(json.dumps(records, indent=2))
-    else:
-        for r in records:
-            found = ", ".join(f"{d['label']} {d['score']:.2f}" for d in r["detections"]) or "nothing"
-            print(f"{r['path']}: {found} -> {r['drawn']}")
+        return 0
+    rows = [[r["path"], d["label"], f"{d['score']:.2f}", *(f"{v:.1f}" for v in d["box"])]
+            for r in records for d in r["detections"]]  # fmt: skip
+    if rows:
+        print(render_table(["image", "class", "score", "x0", "y0", "x1", "y1"], rows))
+    for r in records:
+        if not r["detections"]:
+            print(f"{r['path']}: no detection scoring at least {args.score_threshold:g}")
+    print(f"{len(rows)} detections in {len(records)} images; drawn in {args.output}")
     return 0

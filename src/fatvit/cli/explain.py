@@ -53,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..explain import explain_image, plot_explanation
+    from ..explain import explain_image, map_notes, plot_explanation
     from ..inference import load_classifier, read_class_names
 
     image = Path(args.image)
@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
             "class": found.target_name,
             "prob": prob,
             "input_point": list(found.point),
+            "notes": map_notes(found),
             "stages": [
                 {
                     "stage": s.stage,

@@ -66,8 +66,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
     pr = actions.add_parser(
         "predict",
         help="draw a segmenter's class map on images",
-        description="Run a trained segmenter on image files and folders and write each image with its predicted "
-        "classes overlaid (torchvision's draw_segmentation_masks) as OUTPUT/<name>.png.",
+        description="Run a trained segmenter on image files and folders: prints the classes found in each image with "
+        "their share of the pixels, and writes each image with its predicted classes overlaid (at least 512 px on "
+        "its shorter side, a colour per class, a legend) as OUTPUT/<name>.png.",
     )
     add_predict_options(pr)
     pr.add_argument("--draw-background", action="store_true", help="also colour the class named 'background'")
@@ -130,7 +131,7 @@ def run_predict(args: argparse.Namespace) -> int:
                     raise
                 print(f"fatvit: skipping unreadable image {image_path}: {type(err).__name__}: {err}", file=sys.stderr)
                 continue
-            save_png(draw_classes(image, class_map, len(classes), skip), target)
+            save_png(draw_classes(image, class_map, classes, skip), target)
             counts = class_shares(class_map, len(classes))
             records.append(dict(path=str(image_path), drawn=str(target),
                                 classes={classes[c]: round(n, 4) for c, n in counts.items()}))  # fmt: skip

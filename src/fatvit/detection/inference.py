@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
+from .. import drawing
 from ..checkpoint import PathLike, apply_state_dict, read_task_checkpoint
 from ..data import ResumableSampler, SeededDataset, load_rgb, make_loader
 from ..errors import FatvitError
@@ -101,16 +102,30 @@ def detect_images(model: nn.Module, paths: Sequence[Path], device: str = "cpu") 
 
 def draw_detections(
     image: torch.Tensor, output: Dict[str, torch.Tensor], classes: Sequence[str], label_offset: int,
-    score_threshold: float = 0.5,
+    score_threshold: float = 0.5, min_side: int = drawing.MIN_SIDE,
 ) -> torch.Tensor:  # fmt: skip
-    """``image`` (uint8, 3xHxW) with the detections scoring at least ``score_threshold`` drawn: masks, boxes,
-    class names and scores (torchvision's drawing utilities)."""
+    """``image`` (uint8, 3xHxW) with the detections scoring at least ``score_threshold`` drawn, enlarged to at
+    least ``min_side`` pixels on its shorter side: masks and boxes in their class's colour (torchvision's
+    drawing utilities), "class score" tags that do not overlap (highest scores first; see
+    :func:`fatvit.drawing.place_labels`), and a legend of the classes found with their counts."""
     keep = output["scores"] >= score_threshold
-    boxes, scores = output["boxes"][keep], output["scores"][keep]
-    labels = [f"{classes[int(lab) - label_offset]} {s:.2f}" for lab, s in zip(output["labels"][keep], scores)]
-    canvas = image
-    if "masks" in output and keep.any():
-        canvas = draw_segmentation_masks(canvas, output["masks"][keep][:, 0] > 0.5, alpha=0.45)
-    if len(boxes):
-        canvas = draw_bounding_boxes(canvas, boxes, labels=labels, width=2)
-    return canvas
+    order = torch.argsort(output["scores"][keep], descending=True)
+    boxes, scores = output["boxes"][keep][order], output["scores"][keep][order]
+    found = [int(lab) - label_offset for lab in output["labels"][keep][order]]
+    colours = drawing.palette(len(classes))
+    canvas, factor = drawing.upscale(image, min_side)
+    if "masks" in output and found:
+        masks = drawing.scale_masks(output["masks"][keep][order][:, 0] > 0.5, factor)
+        canvas = draw_segmentation_masks(canvas, masks, alpha=0.45, colors=[colours[c] for c in found])
+    boxes = drawing.scale_boxes(boxes, factor)
+    if found:
+        width = max(2, round(min(canvas.shape[-2:]) / 200))
+        canvas = draw_bounding_boxes(canvas, boxes, colors=[colours[c] for c in found], width=width)
+    picture = drawing.to_pil(canvas)
+    font = drawing.label_font(picture.height)
+    drawing.place_labels(picture, boxes.tolist(), [f"{classes[c]} {s:.2f}" for c, s in zip(found, scores)],
+                         [colours[c] for c in found], font)  # fmt: skip
+    counts = {c: found.count(c) for c in sorted(set(found))}
+    rows = [(colours[c], f"{classes[c]}: {n} found") for c, n in counts.items()] or [((200, 200, 200), "none")]
+    picture = drawing.add_legend(picture, rows, font, title=f"score >= {score_threshold:g}")
+    return drawing.to_tensor(picture)

@@ -10,6 +10,7 @@ from torch import nn
 from torchvision.transforms.v2.functional import pil_to_tensor
 from torchvision.utils import draw_segmentation_masks
 
+from .. import drawing
 from ..checkpoint import PathLike, apply_state_dict, read_task_checkpoint
 from ..data import ResumableSampler, SeededDataset, load_rgb, make_loader
 from ..errors import FatvitError
@@ -81,19 +82,29 @@ def segment_image(model: nn.Module, meta: Dict[str, Any], path: Path, device: st
     return pixels, upsample_to(logits.float(), list(pixels.shape[-2:])).argmax(1)[0].cpu()
 
 
-def draw_classes(image: torch.Tensor, classes_map: torch.Tensor, num_classes: int, skip: Sequence[int] = ()) -> Any:
-    """``image`` with each predicted class overlaid in its own colour (torchvision's draw_segmentation_masks);
-    classes in ``skip`` (the background) are left undrawn."""
-    present = [c for c in torch.unique(classes_map).tolist() if c not in skip]
-    if not present:
-        return image
-    masks = torch.stack([classes_map == c for c in present])
-    palette = _palette(num_classes)
-    return draw_segmentation_masks(image, masks, alpha=0.5, colors=[palette[c] for c in present])
-
-
-def _palette(n: int) -> list:
-    """``n`` distinct colours (evenly spaced hues)."""
-    import colorsys
-
-    return [tuple(int(255 * v) for v in colorsys.hsv_to_rgb(i / max(n, 1), 0.75, 1.0)) for i in range(n)]
+def draw_classes(
+    image: torch.Tensor, classes_map: torch.Tensor, classes: Sequence[str], skip: Sequence[int] = (),
+    min_side: int = drawing.MIN_SIDE,
+) -> torch.Tensor:  # fmt: skip
+    """``image`` (uint8, 3xHxW) with each predicted class overlaid in its own colour (torchvision's
+    draw_segmentation_masks), enlarged to at least ``min_side`` pixels on its shorter side, and a legend of
+    the classes present with their share of the pixels, largest first. Classes in ``skip`` (the background)
+    are left undrawn and named as such in the legend."""
+    ids, counts = torch.unique(classes_map, return_counts=True)
+    share = {int(c): int(n) / classes_map.numel() for c, n in zip(ids, counts)}
+    present = sorted(share, key=lambda c: -share[c])
+    drawn = [c for c in present if c not in skip]
+    colours = drawing.palette(len(classes))
+    canvas, factor = drawing.upscale(image, min_side)
+    if drawn:
+        masks = drawing.scale_masks(torch.stack([classes_map == c for c in drawn]), factor)
+        canvas = draw_segmentation_masks(canvas, masks, alpha=0.5, colors=[colours[c] for c in drawn])
+    picture = drawing.to_pil(canvas)
+    rows = [
+        ((255, 255, 255), f"{classes[c]}: {100 * share[c]:.1f}% (not drawn)")
+        if c in skip
+        else (colours[c], f"{classes[c]}: {100 * share[c]:.1f}%")
+        for c in present
+    ]
+    picture = drawing.add_legend(picture, rows, drawing.label_font(picture.height), title="pixels")
+    return drawing.to_tensor(picture)
