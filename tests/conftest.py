@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,8 +19,6 @@ torch.set_num_threads(2)
 
 def _checkout_files() -> set:
     """Files in the checkout that git would report (untracked, not ignored), and anything under runs/."""
-    import subprocess
-
     try:
         out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=REPO,
                              capture_output=True, text=True, check=True).stdout  # fmt: skip
@@ -169,3 +169,20 @@ def write_held_out_digits(folder: Path, count: int | None = None) -> list:
         img.save(folder / f"{i:03d}.png")
         labels.append(label)
     return labels
+
+
+def fresh_copy(folder: Path) -> Path:
+    """The checkout's files (tracked and new, not ignored: what a clone of a commit of them holds) copied into
+    ``folder``; outside a git checkout, the source tree without build outputs."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                                capture_output=True, check=True).stdout.decode().split("\0")  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        ignore = shutil.ignore_patterns(".git", ".venv", "runs", "build", "*.egg-info", "__pycache__", ".*cache")
+        shutil.copytree(REPO, folder, ignore=ignore)
+        return folder
+    for name in filter(None, listed):
+        if (REPO / name).is_file():  # a file deleted but not yet committed is listed and absent
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, folder / name)
+    return folder

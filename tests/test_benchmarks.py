@@ -93,7 +93,6 @@ def test_cli_table(capsys):
         (["--models", "fat_b0", "--baseline", "fat_b1"], "baseline"),
         (["--modes", "turbo"], "invalid choice"),
         (["--plot", "{tmp}"], "is a folder"),
-        (["--plot", "{tmp}/missing/p.png"], "does not exist"),
         (["--warmup", "-1"], "--warmup"),
         (
             ["--models", "fat_b0", "edgenext_x_small", "--modes", "eager", "--batch-sizes", "1", "--img-size", "3"],

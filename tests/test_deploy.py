@@ -187,3 +187,33 @@ def test_convffn_shortcut_and_refined_downsample_fuse_exactly(stride):
 def test_deploy_rejects_what_is_not_a_module():
     with pytest.raises(TypeError, match="nn.Module"):
         deploy("fat_b0")
+
+
+def test_a_saved_model_is_deployed_after_loading_and_deployed_weights_fit_only_a_deployed_model(digits_run, tmp_path,
+                                                                                                capsys):  # fmt: skip
+    """The supported way (README, 'Saving a deployed model'): save the model as trained, deploy after loading."""
+    from conftest import cli_error
+    from fatvit.checkpoint import CheckpointError, apply_state_dict, read_checkpoint, save_safetensors
+    from fatvit.inference import load_classifier
+    from fatvit.models import create_model
+
+    out, _ = digits_run
+    classifier = load_classifier(out / "model.safetensors")
+    fast = classifier.deploy()
+    assert fast.classes == classifier.classes and fast.transform is classifier.transform
+    assert any(isinstance(m, nn.BatchNorm2d) for m in classifier.model.modules())  # the loaded model is untouched
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.model.modules())
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fast.model(x), classifier.model(x), atol=1e-4, rtol=0)
+    deployed_file = tmp_path / "deployed.safetensors"
+    save_safetensors(fast.model, deployed_file, meta=read_checkpoint(out / "model.safetensors")[1])
+    with pytest.raises(CheckpointError, match=r"holds the weights of a deployed FAT \(fatvit.deploy.*deploy it after"):
+        load_classifier(deployed_file)
+    line = cli_error(capsys, ["eval", "--checkpoint", str(deployed_file)])
+    assert line.startswith(f"fatvit: error: {deployed_file} holds the weights of a deployed FAT")
+    again = deploy(create_model(classifier.name, num_classes=10, **classifier.config.model_kwargs))
+    state, meta = read_checkpoint(deployed_file)
+    apply_state_dict(again, state, deployed_file, meta=meta)  # they fit the deployed form of the same model
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), fast.model(x), atol=0, rtol=0)

@@ -225,32 +225,3 @@ def test_explain_needs_class_names(digits_run, tmp_path, capsys):
     (tmp_path / "names.txt").write_text("\n".join(f"digit {i}" for i in range(10)))
     assert main([*argv, "--classes", str(tmp_path / "names.txt")]) == 0
     assert (tmp_path / "fig" / "000_explain.png").is_file()
-
-
-def test_readme_examples_run(digits_run, tmp_path, capsys, monkeypatch):
-    """The README's predict and explain commands as written, in a folder laid out as a checkout after the
-    block's training command (runs/digits64 is the fixture's run); their outputs go under runs/ only."""
-    import shlex
-    import shutil
-
-    from conftest import REPO
-
-    out, _ = digits_run
-    readme = (REPO / "README.md").read_text()
-    block = readme.split("## Predictions and explanations", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
-    commands = [
-        line.split("#")[0] for line in block.splitlines() if line.startswith(("fatvit predict", "fatvit explain"))
-    ]
-    assert len(commands) == 3
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "runs").mkdir()
-    (tmp_path / "runs" / "digits64").symlink_to(out)
-    (tmp_path / "docs").mkdir()
-    shutil.copy(REPO / "docs" / "digit_7.png", tmp_path / "docs")
-    write_held_out_digits(tmp_path / "DIR", count=2)
-    for command in commands:
-        assert main(shlex.split(command)[1:]) == 0, command
-    assert (tmp_path / "runs/explain/digit_7_explain.png").is_file() and (tmp_path / "runs/predictions.csv").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["DIR", "docs", "runs"]
-    assert sorted(p.name for p in (tmp_path / "docs").iterdir()) == ["digit_7.png"]
-    capsys.readouterr()

@@ -293,3 +293,16 @@ def test_train_any_timm_model(tmp_path, capsys):
     _, meta = read_checkpoint(tmp_path / "r" / "last.pth")
     assert meta["model"] == "resnet18" and "interaction" not in meta
     assert "unknown model 'resnet_18'; did you mean" in _error(capsys, ["train", "--model", "resnet_18"])
+
+
+def test_an_output_file_in_a_missing_folder_is_written_there_and_one_under_a_file_is_refused(tmp_path, capsys):
+    from fatvit.files import check_output_file
+
+    target = check_output_file(tmp_path / "new" / "sub" / "x.csv", "--csv", overwrite=False)
+    assert not (tmp_path / "new").exists()  # nothing is made before the work
+    with atomic_write(target, "w") as f:
+        f.write("a,b\n")
+    assert target.read_text() == "a,b\n" and sorted(p.name for p in target.parent.iterdir()) == ["x.csv"]
+    (tmp_path / "f").write_text("not a folder")
+    line = _error(capsys, ["export", "--model", "fat_b0", "--output", str(tmp_path / "f" / "x.onnx")])
+    assert line == f"fatvit: error: output {tmp_path / 'f'} is a file, not a folder"

@@ -436,5 +436,5 @@ def plot_explanation(explanation: Explanation, title: str = "") -> Any:
         axes[r, 2].plot(*e.point, marker="+", color="cyan", markersize=12, mew=2)
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.985 if title else 1))  # the title above the panels' own
     return fig

@@ -20,7 +20,8 @@ __all__ = ["atomic_write", "check_output_dir", "check_output_file", "prepare_out
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file to write ``path`` through; it replaces ``path`` only if the block succeeds.
+    """Open a temporary file to write ``path`` through; it replaces ``path`` only if the block succeeds. A
+    missing folder of ``path`` is made first.
 
     Raises:
         FatvitError: the file cannot be written (full disk, read-only place, ...).
@@ -28,6 +29,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, mode) as f:
             yield f
             f.flush()
@@ -64,9 +66,11 @@ def check_output_dir(path: str | os.PathLike) -> Path:
 def check_output_file(path: str | os.PathLike, option: str, overwrite: bool) -> Path:
     """``path`` as a file a verb will write (given as ``option``): an error now, before any work, if it cannot be.
 
+    A missing folder is fine: :func:`atomic_write` makes it when the file is written (after the work, so a
+    failed run leaves none).
+
     Raises:
-        FatvitError: ``path`` is a folder, exists and ``overwrite`` is off, or its folder does not exist
-            (or lies under a file).
+        FatvitError: ``path`` is a folder, exists and ``overwrite`` is off, or its folder lies under a file.
     """
     path = Path(path)
     if path.is_dir():
@@ -74,8 +78,6 @@ def check_output_file(path: str | os.PathLike, option: str, overwrite: bool) -> 
     if path.exists() and not overwrite:
         raise FatvitError(f"{option} {path} exists; give --overwrite to replace it")
     check_output_dir(path.parent)
-    if not path.parent.is_dir():
-        raise FatvitError(f"{option} {path}: the folder {path.parent} does not exist")
     return path
 
 

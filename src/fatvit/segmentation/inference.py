@@ -100,10 +100,14 @@ def draw_classes(
         masks = drawing.scale_masks(torch.stack([classes_map == c for c in drawn]), factor)
         canvas = draw_segmentation_masks(canvas, masks, alpha=0.5, colors=[colours[c] for c in drawn])
     picture = drawing.to_pil(canvas)
+
+    def pct(c: int) -> str:
+        return f"{100 * share[c]:.1f}%" if share[c] >= 0.001 else "<0.1%"
+
     rows = [
-        ((255, 255, 255), f"{classes[c]}: {100 * share[c]:.1f}% (not drawn)")
+        ((255, 255, 255), f"{classes[c]}: {pct(c)} (not drawn)")
         if c in skip
-        else (colours[c], f"{classes[c]}: {100 * share[c]:.1f}%")
+        else (colours[c], f"{classes[c]}: {pct(c)}")
         for c in present
     ]
     picture = drawing.add_legend(picture, rows, drawing.label_font(picture.height), title="pixels")
