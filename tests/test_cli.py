@@ -92,6 +92,8 @@ def test_importing_the_package_registers_the_models_with_timm_however_timm_comes
     names = "print(fatvit.FAT.__name__, fatvit.deploy.__name__, sorted(set(fatvit.__all__) - set(dir(fatvit))))"
     assert _fresh_python(f"import fatvit; {names}") == "FAT deploy []"
     assert _fresh_python("import fatvit, sys; print('torch' in sys.modules)") == "False"
+    # a submodule named as a public name leaves the name to the function, as an eager import did
+    assert _fresh_python("import fatvit.deploy, fatvit; print(type(fatvit.deploy).__name__)") == "function"
 
 
 def test_argparse_errors_are_one_line_with_exit_1():

@@ -120,6 +120,13 @@ def test_loader_workers_are_capped_at_the_cores_available_and_the_cap_is_said_on
                                   2, 4, drop_last=False)  # fmt: skip
         assert loader.num_workers == 2
     assert [str(w.message) for w in caught] == ["4 loader workers asked for, 2 used: this process may run on 2 cores"]
+    # the evaluation verbs' default adapts to the cores, without a warning
+    from fatvit.inference import inference_config
+
+    assert data.default_workers() == 2 and inference_config({})[0].workers == 2
+    monkeypatch.setattr(data, "usable_cores", lambda: 16)
+    assert data.default_workers() == 4 and inference_config({})[0].workers == 4
+    assert inference_config({}, {"workers": 0})[0].workers == 0
 
 
 def test_usable_cores_is_the_affinity_mask():

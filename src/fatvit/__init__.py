@@ -17,6 +17,7 @@ import importlib
 import importlib.abc
 import importlib.util
 import sys
+import types
 from typing import TYPE_CHECKING, Any, List
 
 __version__ = "0.1.0"
@@ -76,6 +77,24 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> List[str]:
     return sorted({*globals(), *_EXPORTS})
+
+
+class _Package(types.ModuleType):
+    """The package's module type: importing a submodule named as one of its public names (``fatvit.deploy``)
+    binds that name to the submodule's function of that name, not to the submodule, as an eager
+    ``from .deploy import deploy`` would."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if (
+            isinstance(value, types.ModuleType)
+            and _EXPORTS.get(name) == name
+            and value.__name__ == f"{__name__}.{name}"
+        ):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 class _RegisterWithTimm(importlib.abc.MetaPathFinder):

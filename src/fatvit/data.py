@@ -343,6 +343,14 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def default_workers() -> int:
+    """The loader workers of the evaluation verbs unless told otherwise: 4, at most the cores available (no
+    warning: the default adapts)."""
+    from .config import DEFAULT_WORKERS
+
+    return min(DEFAULT_WORKERS, usable_cores())
+
+
 def loader_workers(requested: int) -> int:
     """``requested`` loader workers, at most the cores this process may run on: more would only compete for
     them (and torch warns). A cap is said once per process, as a warning."""

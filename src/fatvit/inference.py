@@ -19,7 +19,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set
 from torch import nn
 
 from .checkpoint import PathLike, apply_state_dict, read_checkpoint
-from .config import DEFAULT_WORKERS, INFERENCE_KEYS, RECORD_KEYS, TrainConfig, apply_overrides, make_config
+from .config import INFERENCE_KEYS, RECORD_KEYS, TrainConfig, apply_overrides, make_config
+from .data import default_workers
 from .errors import FatvitError
 from .evaluate import eval_transform
 from .models import create_model
@@ -90,7 +91,7 @@ def inference_config(
     if foreign:
         raise FatvitError(f"config key {foreign[0]!r} does not apply to {purpose} (it takes {', '.join(keys)})")
     given = set(values)
-    values.setdefault("workers", DEFAULT_WORKERS)  # capped at the cores available by the loader
+    values.setdefault("workers", default_workers())
     return make_config(values), given
 
 

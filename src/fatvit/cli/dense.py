@@ -25,13 +25,8 @@ def add_eval_options(p: argparse.ArgumentParser, data_help: str, batches: bool =
     p.add_argument("--split", choices=("val", "train"), default="val", help="which split (default: val)")
     if batches:
         p.add_argument("--batch-size", type=positive_int, default=2, help="images per batch (default: 2)")
-    p.add_argument(
-        "--workers",
-        type=non_negative_int,
-        default=DEFAULT_WORKERS,
-        metavar="N",
-        help=f"data loading processes (default: {DEFAULT_WORKERS}, at most the cores available)",
-    )
+    workers = f"data loading processes (default: {DEFAULT_WORKERS}, at most the cores available)"
+    p.add_argument("--workers", type=non_negative_int, default=None, metavar="N", help=workers)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--ema", action="store_true", help="evaluate the EMA weights of a training checkpoint")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -45,6 +40,13 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--ema", action="store_true", help="use the EMA weights of a training checkpoint")
     p.add_argument("--json", action="store_true", help="print one JSON record per image")
+
+
+def workers_of(args: argparse.Namespace) -> int:
+    """The loader workers an eval sub-verb uses: --workers, else the default (at most the cores available)."""
+    from ..data import default_workers
+
+    return default_workers() if args.workers is None else args.workers
 
 
 def check_device(device: str) -> str:

@@ -18,6 +18,7 @@ from .dense import (
     model_of,
     output_paths,
     save_png,
+    workers_of,
 )  # fmt: skip
 from .format import render_table
 from .train import add_training_arguments, run_training
@@ -96,7 +97,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     device = check_device(args.device)
     metrics, text = evaluate_checkpoint(
-        args.checkpoint, args.data, args.split, args.batch_size, args.workers, device, args.ema
+        args.checkpoint, args.data, args.split, args.batch_size, workers_of(args), device, args.ema
     )
     if args.json:
         print(json.dumps({k: (None if v != v else v) for k, v in metrics.items()}, indent=2))

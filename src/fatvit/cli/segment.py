@@ -17,6 +17,7 @@ from .dense import (
     drawing_folder,
     output_paths,
     save_png,
+    workers_of,
 )
 from .format import render_table
 from .train import add_training_arguments, run_training
@@ -88,7 +89,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..segmentation.inference import evaluate_checkpoint
 
     device = check_device(args.device)
-    result = evaluate_checkpoint(args.checkpoint, args.data, args.split, args.workers, device, args.ema, args.mode)
+    result = evaluate_checkpoint(args.checkpoint, args.data, args.split, workers_of(args), device, args.ema, args.mode)
     classes = result.pop("classes")
     if args.json:
         per_class = dict(zip(classes, result.pop("per_class_iou")))
