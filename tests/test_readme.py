@@ -125,8 +125,8 @@ def _runnable(quick: bool) -> List[Example]:
     """The examples that name no placeholder: the Python blocks and the quick sections' commands, or the others."""
     chosen = []
     for section, kind, text in readme_examples():
-        if kind == "bash" and (fatvit_argv(text) is None or is_template(text)):  # the set-up lines, templates
-            continue
+        if kind == "bash" and (text.startswith("python3 -m venv") or fatvit_argv(text) is None or is_template(text)):
+            continue  # the set-up lines (what CI runs, and test_main_command's job) and the templates
         if kind == "python" and any(p in text for p in PLACEHOLDERS):
             continue
         if (kind == "python" or section in QUICK_SECTIONS) == quick:
