@@ -148,6 +148,7 @@ def test_the_classification_examples_run_as_written_in_a_fresh_copy(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_the_other_examples_run_as_written_in_a_fresh_copy(tmp_path):
     """The main job and the dense examples (three trainings of about 4, 7 and 7 minutes on 2 cores)."""
     examples = _runnable(quick=False)
