@@ -30,6 +30,12 @@ COMMANDS: Dict[str, List[str]] = {
     "fatvit eval --help": ["-m", "fatvit", "eval", "--help"],
     "fatvit predict --bogus": ["-m", "fatvit", "predict", "--bogus"],
     "fatvit detect --help": ["-m", "fatvit", "detect", "--help"],
+    "fatvit detect train --img-size 3": ["-m", "fatvit", "detect", "train", "--img-size", "3"],
+    "fatvit segment eval --help": ["-m", "fatvit", "segment", "eval", "--help"],
+    "fatvit export --help": ["-m", "fatvit", "export", "--help"],
+    "fatvit benchmark --modes x": ["-m", "fatvit", "benchmark", "--modes", "x"],
+    "fatvit summary --help": ["-m", "fatvit", "summary", "--help"],
+    "fatvit table --help": ["-m", "fatvit", "table", "--help"],
 }
 
 BASELINE = "import torch"

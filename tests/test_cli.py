@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from conftest import cli_error
-from fatvit.cli import main
+from fatvit.cli import VERBS, main
 
 
 def _help(capsys, argv) -> str:
@@ -64,18 +64,23 @@ def _fresh_python(code: str) -> str:
 def test_help_and_argument_errors_load_neither_torch_nor_other_verbs():
     """What makes ``fatvit --help`` answer at once (timed by benchmarks/cli_startup.py): the package and the
     parser of the given verb import no torch, timm or torchvision."""
-    for argv in (["--help"], ["trian"], ["train", "--help"], ["train", "--epochs", "x"], ["eval", "--bogus"],
-                 ["predict", "--help"], ["explain", "--help"]):  # fmt: skip
+    helps = [[verb, "--help"] for verb in VERBS] + [[dense, action, "--help"] for dense in ("detect", "segment")
+                                                    for action in ("train", "eval", "predict")]  # fmt: skip
+    errors = [["trian"], ["train", "--epochs", "x"], ["eval", "--bogus"], ["detect", "train", "--img-size", "3"],
+              ["segment", "eval"], ["export", "--opset", "x"], ["benchmark", "--modes", "x"], ["table", "x"],
+              ["summary", "--img-size", "0"]]  # fmt: skip
+    for argv in [["--help"], *helps, *errors]:
         loaded = _fresh_python(
             "import contextlib, io, sys\n"
-            "from fatvit.cli import main\n"
+            "from fatvit.cli import VERBS, main\n"
             f"with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
             f"    main({argv!r})\n"
-            "print(sorted(m for m in ('torch', 'timm', 'torchvision', 'fatvit.cli.detect', 'fatvit.cli.train')"
-            " if m in sys.modules))"
+            "verbs = [f'fatvit.cli.{v}' for v in VERBS]\n"
+            "print(sorted(m for m in ('torch', 'timm', 'torchvision', *verbs) if m in sys.modules))"
         )
-        expected = ["fatvit.cli.train"] if argv[0] == "train" else []
-        assert loaded == str(expected), argv
+        given = [f"fatvit.cli.{argv[0]}"] if argv[0] in VERBS else []
+        uses_train = ["fatvit.cli.train"] if argv[0] in ("detect", "segment") else []  # its training flags
+        assert loaded == str(sorted(given + uses_train)), argv
 
 
 def test_importing_the_package_registers_the_models_with_timm_however_timm_comes():

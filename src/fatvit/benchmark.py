@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .catalog import AUTHORS_PREFIX, DEFAULT_MODELS, MODES
 from .deploy import compile_inference, deploy
 from .errors import FatvitError
 from .models import MODEL_CONFIGS
@@ -58,13 +59,6 @@ __all__ = [
     "plot_latency",
 ]
 
-MODES = ("eager", "deployed", "compiled", "onnxruntime")
-
-DEFAULT_FAT = ("fat_b0", "fat_b1", "fat_b2")
-DEFAULT_PEERS = ("mobilevit_xs", "edgenext_x_small", "edgenext_small", "efficientnet_b1", "efficientnet_b3")
-DEFAULT_MODELS = DEFAULT_FAT + DEFAULT_PEERS
-
-AUTHORS_PREFIX = "authors:"
 
 #: ImageNet-1k top-1 (%) of the default peers' timm weights, from timm's results-imagenet.csv, each at its
 #: pretrained resolution (mobilevit_xs 256, edgenext_x_small 288, edgenext_small 320, efficientnet_b1 256,

@@ -23,6 +23,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .catalog import CHECK_SHAPES, DEFAULT_OPSET
 from .deploy import deploy
 from .errors import FatvitError
 from .files import atomic_write
@@ -37,12 +38,6 @@ __all__ = [
     "check_onnx",
     "read_onnx_metadata",
 ]
-
-#: The ONNX opset written by default (ONNX Runtime 1.16 and later run it).
-DEFAULT_OPSET = 18
-
-#: Input sizes (batch, height, width) that :func:`check_onnx` tries by default: square, odd, batched.
-CHECK_SHAPES: Tuple[Tuple[int, int, int], ...] = ((1, 224, 224), (2, 97, 131), (3, 64, 48))
 
 
 def opset_range() -> Tuple[int, int]:

@@ -17,9 +17,9 @@ The full count (attention matmuls and norms) is shown beside it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Dict, List
 
+from .catalog import TABLES, PaperRow
 from .flops import matches_paper, model_cost
 from .models import MODEL_CONFIGS, create_model
 
@@ -73,52 +73,6 @@ def summarize(image_size: int = 224) -> List[Dict[str, Any]]:
 #: Agreement required with every row of the ablation tables (absolute): parameters (M) and GFLOPs.
 PARAMS_TOL_M = 0.15
 GFLOPS_TOL = 0.06
-
-_SR_NOTE = (
-    "{name} reduces keys/values with a full conv of kernel and stride R (R = 8, 4, 2, 1, as {paper} uses at "
-    "these resolutions), which has C^2 R^2 weights per block; matching the paper's parameters would take "
-    "other ratios or another reduction than {paper}'s, so the row is left unmatched"
-)
-
-
-@dataclass(frozen=True)
-class PaperRow:
-    label: str  # as printed in the paper
-    model: str  # the registered model that implements the row
-    params_m: str  # the paper's figures, as printed
-    gflops: str
-    top1: float
-    unmatched: str = ""  # why an honest implementation cannot meet the bound, if it cannot
-
-
-TABLES: Dict[str, List[PaperRow]] = {
-    "ablation": [
-        PaperRow("add+linear", "fat_b0_add", "4.5", "0.72", 76.2),
-        PaperRow("cat+linear", "fat_b0_cat", "4.8", "0.77", 76.6),
-        PaperRow("mul+linear", "fat_b0_mul", "4.5", "0.72", 77.1),
-        PaperRow("interaction", "fat_b0", "4.5", "0.72", 77.6),
-        PaperRow("pool down", "fat_b0_kv_pool", "4.4", "0.71", 77.2),
-        PaperRow("conv w/o overlap", "fat_b0_kv_conv", "4.4", "0.71", 77.2),
-        PaperRow("conv w/ overlap", "fat_b0_kv_conv_overlap", "4.5", "0.71", 77.3),
-        PaperRow("refined down", "fat_b0", "4.5", "0.72", 77.6),
-        PaperRow("w/o conv. pos", "fat_b0_no_cpe", "4.4", "0.70", 77.4),
-        PaperRow("conv. pos", "fat_b0", "4.5", "0.72", 77.6),
-    ],
-    "attention": [
-        PaperRow("Max-SA", "fat_b0_attn_maxvit", "4.3", "0.8", 75.7),
-        PaperRow("WSA/S-WSA", "fat_b0_attn_swin", "4.3", "0.8", 76.1),
-        PaperRow(
-            "SRA", "fat_b0_attn_pvt", "4.4", "0.7", 76.2,
-            unmatched=_SR_NOTE.format(name="SRA", paper="PVT"),
-        ),
-        PaperRow(
-            "LSA/GSA", "fat_b0_attn_twins", "4.3", "0.7", 76.6,
-            unmatched=_SR_NOTE.format(name="GSA (every other block)", paper="Twins-SVT"),
-        ),
-        PaperRow("CSWSA", "fat_b0_attn_cswin", "4.3", "0.8", 76.8),
-        PaperRow("FASA", "fat_b0", "4.5", "0.7", 77.6),
-    ],
-}  # fmt: skip
 
 
 def measure_table(name: str, image_size: int = 224) -> List[Dict[str, Any]]:

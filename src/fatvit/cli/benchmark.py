@@ -6,9 +6,7 @@ import argparse
 import json
 import sys
 
-import torch
-
-from ..benchmark import AUTHORS_PREFIX, DEFAULT_MODELS, MODES, plot_latency, run_benchmark
+from ..catalog import AUTHORS_PREFIX, DEFAULT_MODELS, MODES
 from ..errors import FatvitError
 from ..files import check_output_file
 from .format import positive_int, render_table
@@ -53,6 +51,10 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..benchmark import plot_latency, run_benchmark
+
     plot = check_output_file(args.plot, "--plot", args.overwrite) if args.plot else None
     if args.warmup < 0:
         raise FatvitError(f"--warmup must be 0 or more, got {args.warmup}")

@@ -10,7 +10,6 @@ from typing import Iterator, List, Optional, Sequence
 from ..config import DEFAULT_WORKERS
 from ..errors import FatvitError
 from ..files import check_output_dir, prepare_output_dir
-from ..predictions import find_images
 from .format import non_negative_int, positive_int
 
 
@@ -64,6 +63,8 @@ def output_paths(inputs: Sequence[str], output: str, overwrite: bool) -> List[tu
     """(image, drawn image) pairs: every image the inputs name, and ``OUTPUT/<stem>.png`` for it; checked
     before any work (a name taken twice, or a file there without ``overwrite``, is an error). The folder is
     not made here: see :func:`drawing_folder`."""
+    from ..predictions import find_images
+
     images = find_images(inputs)
     out = check_output_dir(output)
     pairs, seen = [], {}

@@ -6,9 +6,8 @@ import argparse
 import json
 import sys
 
+from ..catalog import DETECTORS
 from ..config import DetectConfig
-from ..data import load_rgb
-from ..detection.models import DETECTORS
 from .dense import (
     add_actions,
     add_eval_options,
@@ -113,6 +112,7 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from torchvision.transforms.v2.functional import pil_to_tensor
 
+    from ..data import load_rgb
     from ..detection.inference import detect_images, draw_detections, load_detector
     from ..errors import FatvitError
 

@@ -6,13 +6,9 @@ import argparse
 import json
 import sys
 
-from timm.data import resolve_data_config
-
+from ..catalog import CHECK_SHAPES, DEFAULT_OPSET
 from ..errors import FatvitError
-from ..export import CHECK_SHAPES, DEFAULT_OPSET, check_onnx, check_opset, export_onnx
 from ..files import check_output_file
-from ..inference import inference_config, load_classifier
-from ..models import FAT, create_model
 from .format import add_set_option, positive_int, render_table
 
 #: Config keys that apply to an export: the model and its preprocessing (recorded in the file's metadata).
@@ -55,6 +51,12 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from timm.data import resolve_data_config
+
+    from ..export import check_onnx, check_opset, export_onnx
+    from ..inference import inference_config, load_classifier
+    from ..models import FAT, create_model
+
     output = check_output_file(args.output, "--output", args.overwrite)
     check_opset(args.opset, "--opset")  # before loading or exporting anything
     typed = {k: getattr(args, k) for k in ("model", "img_size") if getattr(args, k) is not None}

@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 
+from ..catalog import SEGMENTERS
 from ..config import SegmentConfig
 from ..errors import FatvitError
-from ..segmentation.models import SEGMENTERS
 from .dense import (
     add_actions,
     add_eval_options,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..tables import GFLOPS_REL_TOL, PARAMS_REL_TOL, summarize
 from .format import positive_int, render_table
 
 
@@ -24,6 +23,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..tables import GFLOPS_REL_TOL, PARAMS_REL_TOL, summarize
+
     rows = summarize(args.img_size)
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..tables import DENSE_PARAMS_TOL_M, GFLOPS_TOL, PARAMS_TOL_M, TABLES, measure_dense_table, measure_table
+from ..catalog import TABLES
 from .format import render_table
 
 TITLES = {
@@ -33,6 +33,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..tables import GFLOPS_TOL, PARAMS_TOL_M, measure_table
+
     if args.table == "dense":
         return _run_dense(args)
     rows = measure_table(args.table)
@@ -62,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_dense(args: argparse.Namespace) -> int:
+    from ..tables import DENSE_PARAMS_TOL_M, measure_dense_table
+
     rows = measure_dense_table()
     if args.json:
         print(json.dumps(rows, indent=2))

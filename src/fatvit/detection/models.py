@@ -16,46 +16,17 @@ with the paper's parameter counts and COCO val2017 figures.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 from torch import nn
 from torchvision.models.detection import MaskRCNN, RetinaNet
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from ..catalog import DETECTORS
 from ..errors import FatvitError, unknown_choice
 from ..models.backbone import FPNFeatures, LastLevelP6P7FromC5, StageFeatures, load_backbone_weights
-from ..models.dense import DenseConfig
 
 __all__ = ["DETECTORS", "build_detector", "detector_names"]
-
-_RETINANET_PAPER = {  # params (M); AP, AP50, AP75, APs, APm, APl
-    "fat_b0": (14, (40.4, 61.6, 42.7, 24.0, 44.3, 53.1)),
-    "fat_b1": (17, (42.5, 64.0, 45.1, 26.9, 46.0, 56.7)),
-    "fat_b2": (23, (44.0, 65.2, 47.2, 27.5, 47.7, 58.8)),
-    "fat_b3": (39, (45.9, 66.9, 49.5, 29.3, 50.1, 60.9)),
-}
-_MASK_RCNN_PAPER = {  # params (M); box AP, AP50, AP75, mask AP, AP50, AP75
-    "fat_b0": (24, (40.8, 63.3, 44.2, 37.7, 60.2, 40.0)),
-    "fat_b1": (28, (43.3, 65.6, 47.4, 39.6, 61.9, 42.8)),
-    "fat_b2": (33, (45.2, 67.9, 49.0, 41.3, 64.6, 44.0)),
-    "fat_b3": (49, (47.6, 69.7, 52.3, 43.1, 66.4, 46.2)),
-}
-_BOX_KEYS = ("bbox_AP", "bbox_AP50", "bbox_AP75", "bbox_APs", "bbox_APm", "bbox_APl")
-_MASK_KEYS = ("bbox_AP", "bbox_AP50", "bbox_AP75", "segm_AP", "segm_AP50", "segm_AP75")
-
-#: Every detector by name: the paper's (FAT-B0..B3) and the same heads on timm's resnet18, for comparison.
-DETECTORS: Dict[str, DenseConfig] = {
-    **{
-        f"retinanet_{b}": DenseConfig("retinanet", b, p, dict(zip(_BOX_KEYS, m)))
-        for b, (p, m) in _RETINANET_PAPER.items()
-    },
-    **{
-        f"mask_rcnn_{b}": DenseConfig("mask_rcnn", b, p, dict(zip(_MASK_KEYS, m)))
-        for b, (p, m) in _MASK_RCNN_PAPER.items()
-    },
-    "retinanet_resnet18": DenseConfig("retinanet", "resnet18"),
-    "mask_rcnn_resnet18": DenseConfig("mask_rcnn", "resnet18"),
-}
 
 
 def detector_names() -> list[str]:

@@ -11,27 +11,18 @@ scores, upsampled to the input's size.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops.misc import Conv2dNormActivation
 
+from ..catalog import SEGMENTERS
 from ..errors import FatvitError, unknown_choice
 from ..models.backbone import FPNFeatures, StageFeatures, load_backbone_weights
-from ..models.dense import DenseConfig
 
 __all__ = ["FPNHead", "SemanticFPN", "SEGMENTERS", "build_segmenter", "segmenter_names"]
-
-#: Every segmenter by name, with the paper's ADE20K mIoU where it reports one (FAT-B0, ablation table).
-SEGMENTERS: Dict[str, DenseConfig] = {
-    "semantic_fpn_fat_b0": DenseConfig("semantic_fpn", "fat_b0", None, {"mIoU": 41.5}),
-    "semantic_fpn_fat_b1": DenseConfig("semantic_fpn", "fat_b1"),
-    "semantic_fpn_fat_b2": DenseConfig("semantic_fpn", "fat_b2"),
-    "semantic_fpn_fat_b3": DenseConfig("semantic_fpn", "fat_b3"),
-    "semantic_fpn_resnet18": DenseConfig("semantic_fpn", "resnet18"),
-}
 
 
 class FPNHead(nn.Module):
