@@ -33,10 +33,10 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..tables import GFLOPS_TOL, PARAMS_TOL_M, measure_table
-
     if args.table == "dense":
         return _run_dense(args)
+    from ..tables import GFLOPS_TOL, PARAMS_TOL_M, measure_table
+
     rows = measure_table(args.table)
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -10,8 +10,9 @@
 labels ``class index + label_offset``: RetinaNet scores classes 0..K-1,
 Mask R-CNN reserves 0 for the background.
 
-The configurations (:data:`DETECTORS`) are data: one per head and backbone,
-with the paper's parameter counts and COCO val2017 figures.
+The configurations (:data:`DETECTORS`, kept in :mod:`fatvit.catalog`) are data:
+one per head and backbone, with the paper's parameter counts and COCO val2017
+figures.
 """
 
 from __future__ import annotations
