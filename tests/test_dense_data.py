@@ -373,7 +373,7 @@ def test_coco_duplicate_image_or_annotation_ids_are_refused(tmp_path):
         (
             [_ann(1, 1, 3, [50, 50, 5, 5])],
             (),
-            "its 1 annotation\\(s\\) are 0 crowd region\\(s\\) and 1 box\\(es\\) with nothing inside",
+            "its 1 annotation\\(s\\) are 0 crowd region\\(s\\) and 1 box\\(es\\) under 1 px or with nothing inside",
         ),
     ],
     ids=["no-annotations-key", "only-crowd", "all-outside"],

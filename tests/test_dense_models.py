@@ -12,7 +12,7 @@ from fatvit.checkpoint import CheckpointError, save_safetensors
 from fatvit.detection.models import build_detector
 from fatvit.errors import FatvitError
 from fatvit.models import create_model
-from fatvit.models.backbone import StageFeatures
+from fatvit.models.backbone import StageFeatures, features_autocast
 from fatvit.segmentation.models import build_segmenter
 from fatvit.tables import DENSE_PARAMS_TOL_M, measure_dense_table
 
@@ -84,6 +84,48 @@ def test_retinanet_p6_p7_come_from_c5_even_at_fpn_width():
     assert torch.equal(seen["p6_in"], seen["c5"])
     maps = model.backbone(torch.rand(1, 3, 128, 128))
     assert [m.shape[-1] for m in maps.values()] == [16, 8, 4, 2, 1]  # P3..P7
+
+
+def test_retinanet_p7_is_a_conv_of_p6_without_relu():
+    model = build_detector("retinanet_fat_b0", **SMALL)
+    extra = model.backbone.fpn.extra_blocks
+    seen = {}
+    extra.p7.register_forward_hook(lambda m, i, o: seen.update(p7_in=i[0]))
+    maps = list(model.backbone(torch.rand(1, 3, 128, 128)).values())
+    p6, p7 = maps[-2], maps[-1]
+    assert (p6 < 0).any()  # a ReLU would change the input of P7
+    assert torch.equal(seen["p7_in"], p6)
+    torch.testing.assert_close(p7, extra.p7(p6))
+
+
+@pytest.mark.parametrize("name", ["retinanet_fat_b0", "mask_rcnn_fat_b0"])
+def test_bf16_autocast_decodes_boxes_in_float32(name):
+    """Under bf16 the backbone and neck run in bf16, and everything after them in float32: given the same
+    (bf16-computed) features, the boxes are those of the float32 path exactly."""
+    torch.manual_seed(0)
+    model = build_detector(name, num_classes=3, min_size=128, max_size=128, score_thresh=0.0).eval()
+    images = [torch.rand(3, 120, 131)]
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # plain autocast rounds the boxes to bf16
+            (plain,) = model(images)
+        assert plain["boxes"].dtype == torch.bfloat16
+        captured = {}
+        hook = model.backbone.register_forward_hook(lambda m, i, o: captured.update(maps=o))
+        with features_autocast(model, torch.bfloat16):
+            (mixed,) = model(images)
+            assert model.backbone.amp_dtype == torch.bfloat16
+        hook.remove()
+        assert model.backbone.amp_dtype is None  # restored
+        maps = captured["maps"]
+        assert all(m.dtype == torch.float32 for m in maps.values())
+        assert all(torch.equal(m, m.bfloat16().float()) for m in maps.values())  # computed in bf16
+        boxes = mixed["boxes"]
+        assert boxes.dtype == mixed["scores"].dtype == torch.float32 and len(boxes) > 10
+        assert not torch.equal(boxes, boxes.bfloat16().float())  # not rounded to bf16
+        model.backbone.register_forward_hook(lambda m, i, o: maps)  # the float32 path on the same features
+        (fp32,) = model(images)
+    for key in mixed:
+        assert torch.equal(mixed[key], fp32[key]), key
 
 
 def test_semantic_fpn_any_size_train_and_eval():

@@ -42,6 +42,8 @@ __all__ = [
 ]
 
 AMP_MODES = ("auto", "none", "bf16", "fp16")
+#: Mask R-CNN's box regression losses (``box_loss``).
+BOX_LOSSES = ("l1", "smooth_l1")
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "random")
 ERASE_MODES = ("pixel", "rand", "const")
 
@@ -89,6 +91,7 @@ class RunConfig:
     lr: float = 5e-4
     lr_base_batch: int = 512
     weight_decay: float = 0.05
+    no_decay_1d: bool = True  # no weight decay on biases, norms and other 1-D parameters (timm's groups)
     sched: str = "cosine"
     warmup_epochs: float = 20
     warmup_steps: Optional[int] = None  # warmup length in optimizer steps, instead of warmup_epochs
@@ -155,6 +158,7 @@ class DetectConfig(RunConfig):
     lr: float = 1e-4
     lr_base_batch: int = 16
     weight_decay: float = 1e-4
+    no_decay_1d: bool = False  # decay every parameter, as the mmdet/mmseg configs of FAT and PVT
     sched: str = "multistep"
     decay_milestones: List[float] = field(default_factory=lambda: [8.0, 11.0])
     warmup_epochs: float = 0
@@ -165,6 +169,11 @@ class DetectConfig(RunConfig):
     min_size: int = 800  # images are resized to this shorter side, the longer one at most max_size
     max_size: int = 1333
     hflip: float = 0.5
+    filter_empty_gt: bool = True  # leave images without annotations out of training (mmdet's filter_cfg)
+    min_image_side: int = 32  # with filter_empty_gt, also images whose shorter side is smaller (mmdet's min_size)
+    group_by_aspect_ratio: bool = True  # each batch of landscape or of portrait images (mmdet, torchvision)
+    box_loss: str = "l1"  # Mask R-CNN's RPN and box head: l1 (mmdet's) or smooth_l1 (torchvision's, beta 1/9)
+    rpn_post_nms_train: int = 1000  # Mask R-CNN: proposals kept after NMS in training (mmdet's; torchvision 2000)
     detections_per_img: int = 100
     score_thresh: float = 0.05  # detections scoring less are dropped before NMS (mmdet's and torchvision's 0.05)
 
@@ -184,6 +193,7 @@ class SegmentConfig(RunConfig):
     lr: float = 1e-4
     lr_base_batch: int = 16
     weight_decay: float = 1e-4
+    no_decay_1d: bool = False  # decay every parameter, as the mmdet/mmseg configs of FAT and PVT
     sched: str = "poly"
     warmup_epochs: float = 0
     warmup_lr: float = 1e-6
@@ -275,6 +285,9 @@ def _check(cfg: RunConfig) -> None:
         need(cfg.max_size >= cfg.min_size, "max_size", f"at least min_size ({cfg.min_size})")
         need(0 <= cfg.hflip <= 1, "hflip", "between 0 and 1")
         need(cfg.detections_per_img >= 1, "detections_per_img", "at least 1")
+        need(cfg.min_image_side >= 0, "min_image_side", "0 or more")
+        need(cfg.box_loss in BOX_LOSSES, "box_loss", f"one of {', '.join(BOX_LOSSES)}")
+        need(cfg.rpn_post_nms_train >= 1, "rpn_post_nms_train", "at least 1")
         need(0 <= cfg.score_thresh < 1, "score_thresh", "in [0, 1)")
     elif isinstance(cfg, SegmentConfig):
         need(cfg.num_classes is None or 2 <= cfg.num_classes <= 254, "num_classes", "2..254 or null")

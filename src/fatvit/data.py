@@ -255,11 +255,29 @@ class ResumableSampler(Sampler[int]):
     (evaluation) the replicas share the samples exactly, each once.
     ``start`` skips the first samples of this replica's share: the ones an
     interrupted run already trained on.
+
+    With ``groups`` (a group id per sample, e.g. landscape or portrait) each
+    batch of ``batch_size`` on every replica is drawn from one group, as
+    mmdet's ``AspectRatioBatchSampler``: the permuted samples are dealt into
+    one bucket per group, and a full bucket (``batch_size`` x ``num_replicas``)
+    is the next global batch. What is left in the buckets at the end of the
+    epoch follows, mixed; a loader that drops its last partial batch drops
+    part of it.
     """
 
     def __init__(
-        self, length: int, shuffle: bool = True, seed: int = 0, num_replicas: int = 1, rank: int = 0, pad: bool = True
+        self,
+        length: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        pad: bool = True,
+        groups: Optional[Sequence[int]] = None,
+        batch_size: int = 1,
     ) -> None:
+        if groups is not None and len(groups) != length:
+            raise ValueError(f"{len(groups)} groups given for {length} samples")
         self.length = length
         self.shuffle = shuffle
         self.seed = seed
@@ -268,6 +286,8 @@ class ResumableSampler(Sampler[int]):
         self.epoch = 0
         self.start = 0
         self.pad = pad
+        self.groups = list(groups) if groups is not None else None
+        self.batch_size = batch_size
         self.per_replica = math.ceil(length / num_replicas) if pad else len(range(rank, length, num_replicas))
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -284,7 +304,23 @@ class ResumableSampler(Sampler[int]):
             return order[self.rank :: self.num_replicas]
         total = self.per_replica * self.num_replicas
         order = (order * math.ceil(total / max(len(order), 1)))[:total]
+        if self.groups is not None:
+            order = self._grouped(order)
         return order[self.rank : total : self.num_replicas]
+
+    def _grouped(self, order: List[int]) -> List[int]:
+        """``order`` rearranged into global batches of one group each (then the mixed rest); the replicas
+        take every ``num_replicas``-th sample, so each one's batch comes from the same global batch."""
+        full = self.batch_size * self.num_replicas
+        buckets: Dict[int, List[int]] = {}
+        arranged: List[int] = []
+        for index in order:
+            bucket = buckets.setdefault(self.groups[index], [])
+            bucket.append(index)
+            if len(bucket) == full:
+                arranged.extend(bucket)
+                bucket.clear()
+        return arranged + [i for bucket in buckets.values() for i in bucket]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self._indices()[self.start :])

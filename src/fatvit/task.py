@@ -12,7 +12,8 @@ one by the config's ``task``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from contextlib import nullcontext
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -72,8 +73,18 @@ class Task:
         return len(targets)
 
     def loss(self, model: nn.Module, inputs: Any, targets: Any) -> torch.Tensor:
-        """The training loss of one batch (called under autocast)."""
+        """The training loss of one batch (called under :meth:`autocast`)."""
         raise NotImplementedError
+
+    def autocast(self, model: nn.Module, device: torch.device, dtype: Optional[torch.dtype]) -> ContextManager[Any]:
+        """What a forward pass of ``model`` runs under with mixed precision ``dtype`` (None: float32):
+        autocast over the whole model. A task whose model must keep part of its work in float32 returns
+        its own context."""
+        return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+    def batch_groups(self, train_set: Any) -> Optional[List[int]]:
+        """A group per training sample, so that each batch draws from one group (None: no grouping)."""
+        return None
 
     def evaluate(
         self, model: nn.Module, loader: Any, device: torch.device, amp_dtype: Optional[torch.dtype], channels_last: bool

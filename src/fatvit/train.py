@@ -108,8 +108,16 @@ def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
 FUSED_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)
 
 
-def create_optimizer(model: torch.nn.Module, opt: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """timm's optimizer ``opt`` for ``model`` (no weight decay on biases and 1-D parameters), fused where it can be.
+def create_optimizer(
+    model: torch.nn.Module, opt: str, lr: float, weight_decay: float, no_decay_1d: bool = True
+) -> torch.optim.Optimizer:
+    """timm's optimizer ``opt`` for ``model``, fused where it can be.
+
+    With ``no_decay_1d`` (the classification recipes, as the authors' and
+    timm's training) biases, norms and other 1-D parameters, and the model's
+    ``no_weight_decay()`` names, get no weight decay; without it (the dense
+    recipes, as mmdet's and mmseg's configs of FAT and PVT) every parameter
+    is decayed, in one group.
 
     torch's Adam, AdamW and SGD run their fused implementation when every
     parameter is a floating-point tensor on the CPU or a CUDA device: on a
@@ -122,7 +130,7 @@ def create_optimizer(model: torch.nn.Module, opt: str, lr: float, weight_decay: 
         p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params
     ):
         kwargs["fused"] = True
-    return create_optimizer_v2(model, opt, lr=lr, weight_decay=weight_decay, **kwargs)
+    return create_optimizer_v2(model, opt, lr=lr, weight_decay=weight_decay, filter_bias_and_bn=no_decay_1d, **kwargs)
 
 
 def _rng_state() -> Dict[str, Any]:
@@ -249,7 +257,7 @@ class Trainer:
         """
         ckpt = read_training_checkpoint(path)
         folder = Path(path).resolve().parent
-        saved = make_config(ckpt["config"])
+        saved = make_config({"no_decay_1d": True, **ckpt["config"]})  # runs from before the key: timm's groups
         if task is not None and saved.task != task:
             verbs = {"classify": "fatvit train", "detect": "fatvit detect train", "segment": "fatvit segment train"}
             raise FatvitError(f"{path} is a {saved.task!r} run: resume it with {verbs[saved.task]} --resume {path}")
@@ -390,7 +398,10 @@ class Trainer:
         self.train_set = SeededDataset(self.splits.train, train_tf, cfg.seed, joint=joint)
         self.val_set = SeededDataset(self.splits.val, val_tf, cfg.seed, joint=joint)
         world, rank = self.dist.world_size, self.dist.rank
-        self.train_sampler = ResumableSampler(len(self.train_set), True, cfg.seed, world, rank)
+        groups = self.task.batch_groups(self.splits.train)  # e.g. detection's landscape and portrait images
+        self.train_sampler = ResumableSampler(
+            len(self.train_set), True, cfg.seed, world, rank, groups=groups, batch_size=cfg.batch_size
+        )
         # each validation image once, on one process: exact metrics
         self.val_sampler = ResumableSampler(len(self.val_set), False, cfg.seed, world, rank, pad=False)
         self.micro_batches_per_epoch = len(self.train_sampler) // cfg.batch_size
@@ -417,7 +428,9 @@ class Trainer:
         # linear scaling rule, applied to the warmup and final lrs too (as the authors' main.py does)
         scale = self.global_batch / cfg.lr_base_batch
         self.lr = cfg.lr * scale
-        self.optimizer = create_optimizer(self.model, cfg.opt, lr=self.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = create_optimizer(
+            self.model, cfg.opt, lr=self.lr, weight_decay=cfg.weight_decay, no_decay_1d=cfg.no_decay_1d
+        )
         spe = self.steps_per_epoch
         warmup = cfg.warmup_steps if cfg.warmup_steps is not None else cfg.warmup_epochs * spe
         self.scheduler, _ = create_scheduler_v2(
@@ -507,7 +520,7 @@ class Trainer:
 
     # ----- the loop ---------------------------------------------------------
     def _autocast(self):  # noqa: ANN202
-        return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+        return self.task.autocast(self.train_model, self.device, self.amp_dtype)
 
     def _train_epoch(self) -> bool:
         """Train from ``batches_done`` to the end of ``epoch`` (or of the run's iterations); False if

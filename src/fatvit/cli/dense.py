@@ -7,7 +7,7 @@ import contextlib
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence
 
-from ..config import DEFAULT_WORKERS
+from ..config import AMP_MODES, DEFAULT_WORKERS
 from ..errors import FatvitError
 from ..files import check_output_dir, prepare_output_dir
 from .format import non_negative_int, positive_int
@@ -28,6 +28,9 @@ def add_eval_options(p: argparse.ArgumentParser, data_help: str, batches: bool =
     p.add_argument("--workers", type=non_negative_int, default=None, metavar="N", help=workers)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--ema", action="store_true", help="evaluate the EMA weights of a training checkpoint")
+    amp = ("mixed precision, as the training config's amp: none (default, float32), bf16, fp16, or auto "
+           "(CUDA: bf16 where supported, else fp16; CPU: none)")  # fmt: skip
+    p.add_argument("--amp", choices=AMP_MODES, default="none", help=amp)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
 

@@ -96,7 +96,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     device = check_device(args.device)
     metrics, text = evaluate_checkpoint(
-        args.checkpoint, args.data, args.split, args.batch_size, workers_of(args), device, args.ema
+        args.checkpoint, args.data, args.split, args.batch_size, workers_of(args), device, args.ema, args.amp
     )
     if args.json:
         print(json.dumps({k: (None if v != v else v) for k, v in metrics.items()}, indent=2))

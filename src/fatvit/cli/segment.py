@@ -89,7 +89,9 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..segmentation.inference import evaluate_checkpoint
 
     device = check_device(args.device)
-    result = evaluate_checkpoint(args.checkpoint, args.data, args.split, workers_of(args), device, args.ema, args.mode)
+    result = evaluate_checkpoint(
+        args.checkpoint, args.data, args.split, workers_of(args), device, args.ema, args.mode, args.amp
+    )
     classes = result.pop("classes")
     if args.json:
         per_class = dict(zip(classes, result.pop("per_class_iou")))

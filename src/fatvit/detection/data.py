@@ -10,14 +10,19 @@
   one; a mask whose RLE size is not its image's: one :class:`FatvitError`
   naming the file, the id and the value, before any training or evaluation;
 - image files that do not exist: one error naming the first and the count;
-- boxes are clipped to their image, and dropped if nothing is left of them
-  (zero width or height, wholly outside): counted in ``clipped_boxes`` and
-  ``dropped_boxes`` and reported in one warning;
+- boxes under 1 px wide or high, of no area, or with nothing inside the
+  image are dropped, as mmdet's ``CocoDataset`` drops them; the others are
+  clipped to their image (as torchvision's references; mmdet keeps them
+  unclipped): counted in ``clipped_boxes`` and ``dropped_boxes`` and
+  reported in one warning;
 - crowd annotations (``iscrowd=1``) are left out of training targets
-  (COCOeval reads them from the file in evaluation); images without
-  annotations are kept (no targets: only background). A training split with
-  no usable box at all (no annotations, only crowd ones, or all dropped) is
-  an error; an evaluation split without one is a warning.
+  (COCOeval reads them from the file in evaluation);
+- with ``filter_empty_gt`` (training, as mmdet's ``filter_cfg``) images
+  without annotations and images whose shorter side is under
+  ``min_image_side`` are left out (counted in ``images_left_out``); otherwise
+  they are kept (no targets: only background). A training split with no
+  usable box at all (no annotations, only crowd ones, or all dropped) is an
+  error; an evaluation split without one is a warning.
 
 A sample is ``(PIL image, target)`` with ``boxes`` (x1, y1, x2, y2 in
 pixels), ``labels`` (class index, 0-based, in the order of the sorted
@@ -155,6 +160,8 @@ class CocoDetection(Dataset):
         train: leave crowd annotations out of the targets.
         masks: give instance masks (Mask R-CNN).
         transform: called as ``transform(image, target)``.
+        filter_empty_gt: leave out images without annotations (crowd ones count, as in mmdet).
+        min_image_side: with ``filter_empty_gt``, also leave out images whose shorter side is smaller.
     """
 
     def __init__(
@@ -164,6 +171,8 @@ class CocoDetection(Dataset):
         train: bool = True,
         masks: bool = False,
         transform: Optional[Callable] = None,
+        filter_empty_gt: bool = False,
+        min_image_side: int = 0,
     ) -> None:
         self.root = Path(images)
         self.annotations = Path(annotations)
@@ -177,6 +186,12 @@ class CocoDetection(Dataset):
         self.classes = [str(self.coco.cats[c]["name"]) for c in self.cat_ids]
         self.label_of = {c: i for i, c in enumerate(self.cat_ids)}
         self.ids = sorted(self.coco.imgs)
+        if filter_empty_gt:
+            annotated = {ann["image_id"] for ann in self.coco.dataset["annotations"]}
+            images_info = self.coco.imgs
+            self.ids = [i for i in self.ids if i in annotated
+                        and min(images_info[i]["width"], images_info[i]["height"]) >= min_image_side]  # fmt: skip
+        self.images_left_out = len(self.coco.imgs) - len(self.ids)
         names = [self.coco.imgs[i]["file_name"] for i in self.ids]
         missing = [name for name in names if not (self.root / name).is_file()]
         if missing:
@@ -193,7 +208,7 @@ class CocoDetection(Dataset):
         if self.clipped_boxes or self.dropped_boxes:
             warnings.warn(
                 f"{self.annotations}: {self.clipped_boxes} box(es) clipped to their image, {self.dropped_boxes} "
-                "dropped (zero width or height, or outside the image)",
+                "dropped (under 1 px wide or high, of no area, or outside the image)",
                 stacklevel=2,
             )
         if masks:
@@ -210,7 +225,7 @@ class CocoDetection(Dataset):
                 "it has no annotations"
                 if not anns
                 else f"its {len(anns)} annotation(s) are {crowd} crowd region(s) and {len(anns) - crowd} box(es) "
-                "with nothing inside the image"
+                "under 1 px or with nothing inside the image"
             )
             if train:
                 raise FatvitError(f"{self.annotations} has no box to train on: {why}")
@@ -226,7 +241,8 @@ class CocoDetection(Dataset):
                 continue
             x, y, bw, bh = (float(v) for v in ann["bbox"])
             box = [min(max(x, 0.0), w), min(max(y, 0.0), h), min(max(x + bw, 0.0), w), min(max(y + bh, 0.0), h)]
-            if box[2] - box[0] < 1e-3 or box[3] - box[1] < 1e-3:
+            area = ann.get("area", bw * bh)
+            if bw < 1 or bh < 1 or not (_is_number(area) and area > 0) or box[2] <= box[0] or box[3] <= box[1]:
                 self.dropped_boxes += 1
                 continue
             if box != [x, y, x + bw, y + bh]:
@@ -236,6 +252,10 @@ class CocoDetection(Dataset):
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def aspect_groups(self) -> List[int]:
+        """Each image's group for batching: 0 portrait (narrower than high), 1 landscape or square (mmdet's)."""
+        return [0 if self.coco.imgs[i]["width"] < self.coco.imgs[i]["height"] else 1 for i in self.ids]
 
     def __getitem__(self, index: int) -> Optional[Tuple[Any, Dict[str, Any]]]:
         image_id = self.ids[index]

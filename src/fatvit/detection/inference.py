@@ -18,6 +18,7 @@ from .. import drawing
 from ..checkpoint import PathLike, apply_state_dict, read_task_checkpoint
 from ..data import ResumableSampler, SeededDataset, load_rgb, make_loader
 from ..errors import FatvitError
+from ..train import resolve_amp
 from .data import CocoDetection, collate_detection, detection_transform
 from .models import build_detector
 from .task import coco_split, data_root, evaluate_detector
@@ -36,6 +37,7 @@ def load_detector(path: PathLike, use_ema: bool = False) -> Tuple[nn.Module, Dic
         meta["model"], num_classes=int(meta["num_classes"]), min_size=int(meta["min_size"]),
         max_size=int(meta["max_size"]), detections_per_img=int(meta.get("detections_per_img", 100)),
         score_thresh=float(meta.get("score_thresh", 0.05)),
+        aligned_roi=bool(meta.get("aligned_roi", False)),  # files from before fatvit followed mmdet: torchvision's
         **dict(meta.get("model_kwargs", {})),
     )  # fmt: skip
     apply_state_dict(model, state_dict, path, meta=meta)
@@ -50,9 +52,11 @@ def evaluate_checkpoint(
     workers: int = 0,
     device: str = "cpu",
     use_ema: bool = False,
+    amp: str = "none",
 ) -> Tuple[Dict[str, Any], str]:
     """COCO AP of the detector in ``path`` on a split of ``data`` (default: the embedded scenes), and
-    COCOeval's tables as text.
+    COCOeval's tables as text. ``amp`` as a training config's (none: float32): the backbone and neck run in
+    its dtype, the rest in float32, as in training.
 
     Raises:
         FatvitError: the data's categories (ids or names) are not the ones the detector was trained on.
@@ -83,7 +87,7 @@ def evaluate_checkpoint(
         ResumableSampler(len(dataset), shuffle=False, pad=False), batch_size, workers, drop_last=False,
         collate_fn=collate_detection,
     )  # fmt: skip
-    return evaluate_detector(model, loader, dataset.coco, dataset.cat_ids, dev)
+    return evaluate_detector(model, loader, dataset.coco, dataset.cat_ids, dev, resolve_amp(amp, dev))
 
 
 @torch.no_grad()

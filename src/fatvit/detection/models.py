@@ -4,7 +4,9 @@
   (mmdet's ``add_extra_convs='on_input'``), torchvision's head and anchors
   (3 scales x 3 ratios per level, sizes 32 to 512).
 - Mask R-CNN: C2-C5, FPN at 256 channels with P6 by max pooling, torchvision's
-  RPN, box and mask heads; ``num_classes`` objects plus the background.
+  RPN, box and mask heads run as mmdet's 1x runs them (aligned RoIAlign, L1
+  box losses, 1000 proposals in training: :mod:`fatvit.detection.rcnn`);
+  ``num_classes`` objects plus the background.
 
 ``num_classes`` counts object classes (80 for COCO). A detector predicts
 labels ``class index + label_offset``: RetinaNet scores classes 0..K-1,
@@ -26,6 +28,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from ..catalog import DETECTORS
 from ..errors import FatvitError, unknown_choice
 from ..models.backbone import FPNFeatures, LastLevelP6P7FromC5, StageFeatures, load_backbone_weights
+from .rcnn import mmdet_two_stages
 
 __all__ = ["DETECTORS", "build_detector", "detector_names"]
 
@@ -42,6 +45,9 @@ def build_detector(
     backbone_weights: Optional[str] = None,
     detections_per_img: int = 100,
     score_thresh: float = 0.05,
+    box_loss: str = "l1",
+    rpn_post_nms_train: int = 1000,
+    aligned_roi: bool = True,
     **backbone_kwargs: Any,
 ) -> nn.Module:
     """Detector ``name`` for ``num_classes`` object classes, resizing images to ``min_size``/``max_size``.
@@ -50,6 +56,9 @@ def build_detector(
         backbone_weights: a classification checkpoint of the backbone (fatvit's or the authors').
         detections_per_img: kept per image after NMS (mmdet's 100; torchvision's RetinaNet default is 300).
         score_thresh: detections scoring less are dropped before NMS.
+        box_loss: Mask R-CNN's box regression losses, ``l1`` (mmdet's) or ``smooth_l1`` (torchvision's).
+        rpn_post_nms_train: Mask R-CNN's proposals kept after NMS in training (mmdet's 1000).
+        aligned_roi: Mask R-CNN's RoIAlign as mmcv's (``aligned=True``, adaptive samples), else torchvision's.
         backbone_kwargs: model arguments of the backbone (``interaction``, ``drop_path_rate`` ...).
 
     Raises:
@@ -59,6 +68,8 @@ def build_detector(
         raise unknown_choice("detector", name, DETECTORS)
     if num_classes < 1:
         raise FatvitError(f"num_classes must be at least 1, got {num_classes}")
+    if box_loss not in ("l1", "smooth_l1"):
+        raise FatvitError(f"box_loss must be l1 or smooth_l1, got {box_loss!r}")
     if min_size < 32 or max_size < min_size:
         raise FatvitError(f"need 32 <= min_size <= max_size, got min_size={min_size}, max_size={max_size}")
     cfg = DETECTORS[name]
@@ -74,6 +85,8 @@ def build_detector(
         neck = FPNFeatures(stages, 256, LastLevelMaxPool())
         model = MaskRCNN(neck, num_classes=num_classes + 1, box_detections_per_img=detections_per_img,
                          box_score_thresh=score_thresh, min_size=min_size, max_size=max_size)  # fmt: skip
+        model = mmdet_two_stages(model, box_loss, rpn_post_nms_train, aligned_roi)
+        model.aligned_roi = aligned_roi
         model.label_offset = 1
     if backbone_weights:
         load_backbone_weights(stages, backbone_weights)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -15,6 +14,7 @@ from ..checkpoint import fat_interaction, load_finetune
 from ..data import Splits
 from ..distributed import all_reduce_sum
 from ..errors import FatvitError, unknown_choice
+from ..models.backbone import features_autocast
 from ..scenes import embedded_scenes
 from ..task import Task
 from .data import CocoDetection, collate_detection, detection_transform
@@ -75,18 +75,20 @@ def evaluate_detector(
     device: torch.device,
     amp_dtype: Optional[torch.dtype] = None,
 ) -> Tuple[Dict[str, Any], str]:
-    """COCO AP of ``model`` over ``loader`` (all processes together), and COCOeval's tables as text."""
+    """COCO AP of ``model`` over ``loader`` (all processes together), and COCOeval's tables as text.
+
+    ``amp_dtype`` runs the backbone and neck in that dtype; the heads, box decoding and NMS run in float32
+    (:func:`fatvit.models.backbone.features_autocast`)."""
     model.eval()
     masks = hasattr(model, "roi_heads") and model.roi_heads.has_mask()
     evaluator = CocoEvaluator(coco_gt, cat_ids, model.label_offset, ("bbox", "segm") if masks else ("bbox",))
     images_seen, skipped_total = 0, 0
     start = time.perf_counter()
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
     for images, targets, skipped in loader:
         skipped_total += skipped
         if not images:
             continue
-        with autocast:
+        with features_autocast(model, amp_dtype):
             outputs = model([img.to(device) for img in images])
         evaluator.update([t["image_id"] for t in targets], outputs)
         images_seen += len(images)
@@ -115,7 +117,9 @@ class DetectionTask(Task):
 
     def build_splits(self) -> Splits:
         root = data_root(self.cfg.data)
-        train = CocoDetection(*coco_split(root, "train"), train=True, masks=self.masks)
+        cfg = self.cfg
+        train = CocoDetection(*coco_split(root, "train"), train=True, masks=self.masks,
+                              filter_empty_gt=cfg.filter_empty_gt, min_image_side=cfg.min_image_side)  # fmt: skip
         val = CocoDetection(*coco_split(root, "val"), train=False)  # COCOeval reads the masks from the file
         if train.cat_ids != val.cat_ids:
             raise FatvitError(
@@ -124,6 +128,11 @@ class DetectionTask(Task):
             )
         self.val_coco = val.coco
         self.cat_ids = train.cat_ids
+        if train.images_left_out:
+            _log.info(
+                "%d training image(s) left out: without annotations, or under %d px on the shorter side "
+                "(filter_empty_gt)", train.images_left_out, cfg.min_image_side,
+            )  # fmt: skip
         if train.crowd_left_out:
             _log.info("%d crowd annotation(s) left out of the training targets", train.crowd_left_out)
         return Splits(train, val, train.classes)
@@ -133,7 +142,8 @@ class DetectionTask(Task):
         model = build_detector(
             cfg.model, num_classes=len(classes), min_size=cfg.min_size, max_size=cfg.max_size,
             backbone_weights=cfg.backbone_weights if load_weights else None,
-            detections_per_img=cfg.detections_per_img, score_thresh=cfg.score_thresh, **model_kwargs,
+            detections_per_img=cfg.detections_per_img, score_thresh=cfg.score_thresh, box_loss=cfg.box_loss,
+            rpn_post_nms_train=cfg.rpn_post_nms_train, **model_kwargs,
         )  # fmt: skip
         if cfg.finetune and load_weights:
             load_finetune(model, cfg.finetune, cfg.model, CLASS_LAYERS[self.head])
@@ -150,12 +160,19 @@ class DetectionTask(Task):
     def collate(self, batch: Sequence[Any]) -> Tuple[Any, Any, int]:
         return collate_detection(batch)
 
+    def batch_groups(self, train_set: Any) -> Optional[List[int]]:
+        return train_set.aspect_groups() if self.cfg.group_by_aspect_ratio else None
+
     def prepare_batch(self, inputs: Any, targets: Any, device: torch.device, channels_last: bool) -> Tuple[Any, Any]:
         return to_device(inputs, targets, device, self.label_offset)
 
     def loss(self, model: nn.Module, inputs: Any, targets: Any) -> torch.Tensor:
         losses = model(inputs, targets)
         return sum(losses.values())
+
+    def autocast(self, model: nn.Module, device: torch.device, dtype: Optional[torch.dtype]) -> ContextManager[Any]:
+        # mmdet's fp16: the backbone and neck in the low dtype, anchors, losses and box decoding in float32
+        return features_autocast(model, dtype)
 
     def evaluate(
         self, model: nn.Module, loader: Any, device: torch.device, amp_dtype: Optional[torch.dtype], channels_last: bool
@@ -186,7 +203,7 @@ class DetectionTask(Task):
             task="detect", model=cfg.model, model_kwargs=dict(model_kwargs), num_classes=len(classes),
             classes=list(classes), category_ids=[int(c) for c in self.cat_ids], min_size=cfg.min_size,
             max_size=cfg.max_size, detections_per_img=cfg.detections_per_img, score_thresh=cfg.score_thresh,
-            mean=[float(m) for m in mean], std=[float(s) for s in std],
+            mean=[float(m) for m in mean], std=[float(s) for s in std], aligned_roi=True,
         )  # fmt: skip
         if fat_interaction(model):
             record["interaction"] = fat_interaction(model)

@@ -11,16 +11,22 @@ attribute whose forward returns an ordered dict of feature maps. Here:
   so every backbone parameter is used.
 - :class:`FPNFeatures`: those maps through torchvision's
   ``FeaturePyramidNetwork`` (256 channels), with an optional extra block.
+  Under mixed precision only this part runs in the low dtype (see
+  :func:`features_autocast`): what follows it (heads, anchors, box decoding,
+  NMS) runs in float32.
 - :class:`LastLevelP6P7FromC5`: RetinaNet's P6/P7 computed from C5 always
-  (mmdet's ``add_extra_convs='on_input'``). torchvision's ``LastLevelP6P7``
-  takes P5 instead when C5 already has the FPN's width, as FAT-B0's has.
+  (mmdet's ``add_extra_convs='on_input'``), without a ReLU between them
+  (``relu_before_extra_convs=False``). torchvision's ``LastLevelP6P7``
+  takes P5 instead when C5 already has the FPN's width, as FAT-B0's has,
+  and puts a ReLU before P7.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from timm.layers import GroupNorm1
@@ -31,7 +37,7 @@ from ..checkpoint import CheckpointError, apply_state_dict, read_checkpoint
 from ..errors import FatvitError
 from . import create_model, is_fat
 
-__all__ = ["StageFeatures", "FPNFeatures", "LastLevelP6P7FromC5", "load_backbone_weights"]
+__all__ = ["StageFeatures", "FPNFeatures", "LastLevelP6P7FromC5", "features_autocast", "load_backbone_weights"]
 
 #: The classification parts of a FAT checkpoint that a backbone has no use for.
 CLASSIFIER_KEYS = ("head.", "norm.")
@@ -89,15 +95,28 @@ class StageFeatures(nn.Module):
 
 
 class LastLevelP6P7FromC5(LastLevelP6P7):
-    """RetinaNet's P6 (3x3 stride-2 conv of C5) and P7 (3x3 stride-2 conv of ReLU(P6)), from C5 at any width."""
+    """RetinaNet's P6 (3x3 stride-2 conv of C5) and P7 (3x3 stride-2 conv of P6, no ReLU between), from C5 at
+    any width: mmdet's ``add_extra_convs='on_input'`` with ``relu_before_extra_convs=False``."""
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__(in_channels, out_channels)
         self.use_P5 = False
 
+    def forward(
+        self, p: List[torch.Tensor], c: List[torch.Tensor], names: List[str]
+    ) -> Tuple[List[torch.Tensor], List[str]]:
+        p6 = self.p6(c[-1])
+        p.extend([p6, self.p7(p6)])
+        names.extend(["p6", "p7"])
+        return p, names
+
 
 class FPNFeatures(nn.Module):
-    """``backbone``'s maps through torchvision's ``FeaturePyramidNetwork``; ``out_channels`` is the FPN's width."""
+    """``backbone``'s maps through torchvision's ``FeaturePyramidNetwork``; ``out_channels`` is the FPN's width.
+
+    With :attr:`amp_dtype` set (by :func:`features_autocast`) the backbone and
+    the FPN run under autocast to that dtype and their maps come out as float32.
+    """
 
     def __init__(
         self, backbone: StageFeatures, out_channels: int = 256, extra_blocks: Optional[ExtraFPNBlock] = None
@@ -106,9 +125,41 @@ class FPNFeatures(nn.Module):
         self.body = backbone
         self.fpn = FeaturePyramidNetwork(list(backbone.out_channels), out_channels, extra_blocks=extra_blocks)
         self.out_channels = out_channels
+        self.amp_dtype: Optional[torch.dtype] = None
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        return self.fpn(self.body(x))
+        if self.amp_dtype is None:
+            return self.fpn(self.body(x))
+        with torch.autocast(x.device.type, dtype=self.amp_dtype):
+            maps = self.fpn(self.body(x))
+        return OrderedDict((k, m.float()) for k, m in maps.items())
+
+
+@contextmanager
+def features_autocast(model: nn.Module, dtype: Optional[torch.dtype]) -> Iterator[None]:
+    """Mixed precision as mmdet's fp16 runs a detector: ``model``'s backbone and neck (its
+    :class:`FPNFeatures`) in ``dtype``, everything after them in float32, with autocast off.
+
+    Under plain autocast torchvision's detectors build anchors, decode boxes and
+    rescale them to the image in the features' dtype: in bf16 a box
+    (1000.3, 700.7, 1033.1, 733.9) comes out as (1000, 700, 1032, 732).
+    ``model`` may be wrapped (DDP's ``module``, ``torch.compile``'s ``_orig_mod``);
+    ``dtype`` None runs everything in float32.
+    """
+    inner = model
+    while not isinstance(getattr(inner, "backbone", None), FPNFeatures):
+        unwrapped = getattr(inner, "module", None) or getattr(inner, "_orig_mod", None)
+        if unwrapped is None:
+            raise TypeError(f"{type(model).__name__} has no FPNFeatures backbone")
+        inner = unwrapped
+    neck = inner.backbone
+    before = neck.amp_dtype
+    neck.amp_dtype = dtype
+    try:
+        with torch.autocast(next(neck.parameters()).device.type, enabled=False):
+            yield
+    finally:
+        neck.amp_dtype = before
 
 
 def load_backbone_weights(backbone: StageFeatures, path: str | Path) -> None:

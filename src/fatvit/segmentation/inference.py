@@ -14,6 +14,7 @@ from .. import drawing
 from ..checkpoint import PathLike, apply_state_dict, read_task_checkpoint
 from ..data import ResumableSampler, SeededDataset, load_rgb, make_loader
 from ..errors import FatvitError
+from ..train import resolve_amp
 from .data import ADE20KSegmentation, SegmentationEvalTransform, collate_segmentation
 from .metrics import predict_logits, upsample_to
 from .models import build_segmenter
@@ -42,9 +43,11 @@ def evaluate_checkpoint(
     device: str = "cpu",
     use_ema: bool = False,
     mode: Optional[str] = None,
+    amp: str = "none",
 ) -> Dict[str, Any]:
     """mIoU, mAcc, aAcc and per-class IoU of the segmenter in ``path`` on a split of ``data`` (default: the
-    embedded scenes), preprocessed as the file records; ``mode`` (whole or slide) overrides the recorded one.
+    embedded scenes), preprocessed as the file records; ``mode`` (whole or slide) overrides the recorded one;
+    ``amp`` as a training config's (none: float32).
 
     Raises:
         FatvitError: the data set's classes are not the ones the segmenter was trained on.
@@ -61,7 +64,7 @@ def evaluate_checkpoint(
                          collate_fn=collate_segmentation)  # fmt: skip
     dev = torch.device(device)
     result = evaluate_segmenter(
-        model.to(dev), loader, len(classes), dev, None, False, mode or meta.get("test_mode", "whole"),
+        model.to(dev), loader, len(classes), dev, resolve_amp(amp, dev), False, mode or meta.get("test_mode", "whole"),
         int(meta.get("crop_size", 512)), int(meta.get("test_stride", 341)),
     )  # fmt: skip
     result["classes"] = classes
