@@ -440,3 +440,120 @@ def test_ade20k_images_sharing_a_stem_are_refused(tmp_path):
     Image.new("RGB", (6, 4)).save(root / "images/training/0.png")  # beside 0.jpg: one label map for both
     with pytest.raises(FatvitError, match="0.jpg and 0.png in .* share the stem '0'"):
         ADE20KSegmentation(root, "train", 1)
+
+
+def test_coco_training_leaves_out_images_without_annotations_and_boxes_under_one_pixel(tmp_path):
+    images = [
+        dict(id=1, file_name="a.png", width=48, height=40),
+        dict(id=2, file_name="b.png", width=48, height=40),  # no annotations
+        dict(id=3, file_name="c.png", width=20, height=40),  # shorter side under 32
+        dict(id=4, file_name="d.png", width=36, height=44),  # a crowd region only: kept, as mmdet keeps it
+    ]
+    anns = [
+        _ann(1, 1, 3, [2, 3, 10, 8]),
+        _ann(2, 1, 3, [5, 5, 0.9, 4]),  # under 1 px wide: dropped
+        _ann(3, 1, 3, [5, 5, 4, 0.5]),  # under 1 px high: dropped
+        _ann(4, 1, 7, [20, 10, 1, 1]),  # 1 x 1: kept
+        {**_ann(5, 1, 7, [8, 8, 4, 4]), "area": 0},  # no area: dropped
+        _ann(6, 3, 3, [1, 1, 10, 10]),
+        {**_ann(7, 4, 7, [0, 0, 10, 10]), "iscrowd": 1},
+    ]
+    root, path = _coco_file(tmp_path, anns, images)
+    with pytest.warns(UserWarning, match="0 box.*clipped.*3 dropped \\(under 1 px wide or high, of no area"):
+        train = CocoDetection(root, path, train=True, filter_empty_gt=True, min_image_side=32)
+    assert train.ids == [1, 4] and train.images_left_out == 2 and len(train) == 2
+    assert train[0][1]["boxes"].tolist() == [[2, 3, 12, 11], [20, 10, 21, 11]]
+    assert train.aspect_groups() == [1, 0]  # 48x40 landscape, 36x44 portrait
+    with pytest.warns(UserWarning):
+        val = CocoDetection(root, path, train=False)  # evaluation keeps every image
+    assert val.ids == [1, 2, 3, 4] and val.images_left_out == 0
+    assert val.aspect_groups() == [1, 1, 0, 0]
+
+
+def test_aspect_ratio_groups_give_one_group_per_batch_on_every_replica_and_resume():
+    from fatvit.data import ResumableSampler
+
+    groups = [i % 3 == 0 for i in range(50)]  # 17 of one group, 33 of the other
+    batch, world = 4, 2
+    shares = []
+    for rank in range(world):
+        sampler = ResumableSampler(50, True, seed=3, num_replicas=world, rank=rank, groups=groups, batch_size=batch)
+        sampler.set_epoch(2)
+        share = list(sampler)
+        assert len(share) == len(sampler) == 25
+        shares.append(share)
+        resumed = ResumableSampler(50, True, seed=3, num_replicas=world, rank=rank, groups=groups, batch_size=batch)
+        resumed.set_epoch(2, start=8)
+        assert list(resumed) == share[8:]
+    full_batches = sum(len(share) // batch for share in shares[:1])
+    mixed = 0
+    for b in range(full_batches):
+        batches = [share[b * batch : (b + 1) * batch] for share in shares]
+        kinds = {groups[i] for step in batches for i in step}  # the replicas' batches of one step: one group
+        mixed += len(kinds) > 1
+    assert mixed <= 1  # only the epoch's last, from what is left in the buckets
+    plain = ResumableSampler(50, True, seed=3, num_replicas=world, rank=0)
+    plain.set_epoch(2)
+    ungrouped = list(plain)
+    assert sorted(shares[0] + shares[1]) == list(range(50))  # each sample once (no padding needed)
+    assert sum(len({groups[i] for i in ungrouped[b : b + batch]}) > 1 for b in range(0, 24, batch)) >= 2
+
+
+def _distortion_with(monkeypatch, coins, uniforms=(), ints=()):
+    """The photometric distortion with its random draws fixed: ``coins`` for random.random, in call order."""
+    import fatvit.segmentation.data as seg_data
+
+    draws = dict(random=iter(coins), uniform=iter(uniforms), randint=iter(ints))
+    monkeypatch.setattr(seg_data.random, "random", lambda: next(draws["random"]))
+    monkeypatch.setattr(seg_data.random, "uniform", lambda a, b: next(draws["uniform"]))
+    monkeypatch.setattr(seg_data.random, "randint", lambda a, b: (a, b, next(draws["randint"]))[2])
+    return SegmentationTrainTransform([64, 64], [1, 1], 32, 1.0, 0.0, True, (0, 0, 0), (1, 1, 1))
+
+
+def test_photometric_hue_shift_is_in_opencv_units(monkeypatch):
+    red = torch.zeros(3, 4, 4, dtype=torch.uint8)
+    red[0] = 255
+    # brightness off, contrast last (off), saturation off, hue on: +18 OpenCV units = +36 degrees
+    t = _distortion_with(monkeypatch, coins=[0.9, 0.9, 0.9, 0.1, 0.9], ints=[18])
+    out = t._distort(red)
+    assert out[:, 0, 0].tolist() == [255, 153, 0]  # hue 36 degrees: green at 36/60 of full
+
+
+def test_photometric_brightness_is_clipped_before_contrast(monkeypatch):
+    img = torch.full((3, 2, 2), 250, dtype=torch.uint8)
+    # brightness +30 on, contrast first and on (x0.5), saturation and hue off
+    t = _distortion_with(monkeypatch, coins=[0.1, 0.1, 0.1, 0.9, 0.9], uniforms=[30.0, 0.5])
+    assert t._distort(img).unique().tolist() == [127]  # 255 * 0.5, truncated as mmseg's uint8 conversion
+
+
+def test_segmentation_images_resize_as_opencv_bilinear_without_antialiasing():
+    from torchvision.transforms.v2.functional import to_pil_image
+
+    from fatvit.segmentation.data import SegmentationEvalTransform, resize_image
+
+    torch.manual_seed(0)
+    image = torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8)
+    plain = torch.nn.functional.interpolate(image[None].float(), size=(16, 24), mode="bilinear", align_corners=False)
+    smooth = torch.nn.functional.interpolate(
+        image[None].float(), size=(16, 24), mode="bilinear", align_corners=False, antialias=True
+    )
+    ours = resize_image(image, (16, 24)).float()
+    assert (ours - plain[0]).abs().max() <= 1.0  # uint8 rounding
+    assert (ours - smooth[0]).abs().max() > 20
+    pixels, _ = SegmentationEvalTransform([24, 16], (0, 0, 0), (1, 1, 1))(to_pil_image(image), None)
+    torch.testing.assert_close(pixels * 255, ours, atol=1e-3, rtol=0)
+
+
+def test_segmentation_cross_entropy_divides_by_every_pixel_as_mmseg():
+    from fatvit.segmentation.task import pixel_cross_entropy
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 4, 4)
+    labels = torch.randint(0, 5, (2, 4, 4))
+    labels[0, :2] = 255  # a quarter of the pixels ignored
+    per_pixel = torch.nn.functional.cross_entropy(logits, labels, ignore_index=255, reduction="none")
+    torch.testing.assert_close(pixel_cross_entropy(logits, labels), per_pixel.sum() / 32)
+    torch.testing.assert_close(
+        pixel_cross_entropy(logits, labels, avg_non_ignore=True),
+        torch.nn.functional.cross_entropy(logits, labels, ignore_index=255),
+    )

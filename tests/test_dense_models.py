@@ -128,6 +128,74 @@ def test_bf16_autocast_decodes_boxes_in_float32(name):
         assert torch.equal(mixed[key], fp32[key]), key
 
 
+def test_mask_rcnn_roi_align_is_aligned_with_adaptive_sampling():
+    from torchvision.ops import MultiScaleRoIAlign, roi_align
+
+    from fatvit.detection.rcnn import AlignedMultiScaleRoIAlign
+
+    heads = build_detector("mask_rcnn_fat_b0", **SMALL).roi_heads
+    for pool, size in ((heads.box_roi_pool, 7), (heads.mask_roi_pool, 14)):
+        assert isinstance(pool, AlignedMultiScaleRoIAlign) and pool.sampling_ratio == 0
+        assert pool.output_size == (size, size)
+    torch.manual_seed(0)
+    maps = {str(i): torch.randn(1, 8, 64 // 2**i, 64 // 2**i) for i in range(4)}  # strides 4..32 of 256 px
+    boxes = [torch.tensor([[10.3, 20.7, 40.1, 51.9], [0.0, 0.0, 250.0, 230.0]])]  # levels 0 (P2) and 2 (P4)
+    pooled = AlignedMultiScaleRoIAlign(["0", "1", "2", "3"], 7, 0)(maps, boxes, [(256, 256)])
+    rois = torch.cat([torch.zeros(2, 1), boxes[0]], dim=1)
+    for row, level in ((0, 0), (1, 2)):
+        expected = roi_align(maps[str(level)], rois[row : row + 1], 7, 1 / 4 / 2**level, 0, aligned=True)
+        torch.testing.assert_close(pooled[row : row + 1], expected)
+    unaligned = MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 0)(maps, boxes, [(256, 256)])
+    assert not torch.allclose(pooled, unaligned)
+
+
+def test_mask_rcnn_rpn_box_loss_is_l1_over_the_sampled_anchors():
+    rpn = build_detector("mask_rcnn_fat_b0", **SMALL).rpn
+    assert rpn._post_nms_top_n == dict(training=1000, testing=1000)
+    assert rpn._pre_nms_top_n == dict(training=2000, testing=1000)
+    torch.manual_seed(0)
+    labels = [torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, -1.0, -1.0, -1.0])]  # all 7 are sampled (256 max)
+    deltas, targets = torch.randn(10, 4), [torch.randn(10, 4)]
+    objectness = torch.randn(10, 1)
+    fn = torch.nn.functional
+    expected = dict(
+        l1=fn.l1_loss(deltas[:3], targets[0][:3], reduction="sum"),
+        smooth_l1=fn.smooth_l1_loss(deltas[:3], targets[0][:3], beta=1 / 9, reduction="sum"),
+    )
+    for kind, summed in expected.items():
+        rpn.box_loss = kind
+        cls_loss, box_loss = rpn.compute_loss(objectness, deltas, labels, targets)
+        torch.testing.assert_close(box_loss, summed / 7)
+        torch.testing.assert_close(cls_loss, fn.binary_cross_entropy_with_logits(objectness[:7, 0], labels[0][:7]))
+
+
+def test_mask_rcnn_box_head_loss_is_l1_and_smooth_l1_is_torchvision_s():
+    """With ``box_loss=smooth_l1`` the heads' training losses are torchvision's exactly; with ``l1`` only the
+    box regression loss changes."""
+    from torchvision.models.detection.roi_heads import RoIHeads
+
+    torch.manual_seed(0)
+    model = build_detector("mask_rcnn_fat_b0", num_classes=6, **SMALL).train()
+    images, targets = model.transform([torch.rand(3, 81, 103)], _targets(True, model.label_offset))
+    features = model.backbone(images.tensors)
+    proposals, _ = model.rpn(images, features, targets)
+    heads = model.roi_heads
+
+    def losses(fn, kind):
+        heads.box_loss = kind
+        torch.manual_seed(1)  # the proposal sampler draws
+        return fn(heads, features, [p.detach() for p in proposals], images.image_sizes, targets)[1]
+
+    theirs = losses(RoIHeads.forward, "smooth_l1")
+    smooth, l1 = losses(type(heads).forward, "smooth_l1"), losses(type(heads).forward, "l1")
+    assert set(theirs) == set(smooth) == set(l1) == {"loss_classifier", "loss_box_reg", "loss_mask"}
+    for key in theirs:
+        torch.testing.assert_close(smooth[key], theirs[key])
+        if key != "loss_box_reg":
+            torch.testing.assert_close(l1[key], theirs[key])
+    assert not torch.allclose(l1["loss_box_reg"], smooth["loss_box_reg"])
+
+
 def test_semantic_fpn_any_size_train_and_eval():
     torch.manual_seed(0)
     model = build_segmenter("semantic_fpn_fat_b0", num_classes=7)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -179,6 +180,9 @@ def test_detect_commands(scenes, tmp_path, capsys):
     line = cli_error(capsys, argv)
     assert "exists; give --overwrite" in line
     assert main([*argv, "--overwrite"]) == 0
+    onnx = tmp_path / "mask_rcnn.onnx"
+    line = cli_error(capsys, ["detect", "export", "--checkpoint", str(run / "last.pth"), "--output", str(onnx)])
+    assert "mask_rcnn_fat_b0: only RetinaNet detectors are exported" in line and not list(tmp_path.glob("*.onnx*"))
 
 
 def test_segment_commands(scenes, tmp_path, capsys):
@@ -222,11 +226,11 @@ def test_dense_errors_are_one_line(scenes, tmp_path, capsys):
         (["eval", "--checkpoint", ckpt], "holds a 'segment' model: use fatvit segment eval"),
         (["predict", "x.png", "--checkpoint", ckpt], "holds a 'segment' model: use fatvit segment predict"),
         (["export", "--checkpoint", ckpt, "--output", str(tmp_path / "x.onnx")],
-         "holds a 'segment' model: fatvit export takes classification models (fatvit segment has train, eval, "
-         "predict)"),
+         "holds a 'segment' model: use fatvit segment export"),
         (["explain", str(scenes / "ade/images/validation/val_00000.jpg"), "--checkpoint", ckpt, "--output",
           str(tmp_path)],
-         "holds a 'segment' model: fatvit explain takes classification models"),
+         "holds a 'segment' model: fatvit explain takes classification models (fatvit segment has train, eval, "
+         "predict, export)"),
         (["detect", "train", "--resume", ckpt], "is a 'segment' run: resume it with fatvit segment train"),
         (["detect", "train", "--config", "digits"], "recipe digits is for task 'classify', not 'detect'"),
         (["train", "--config", "digit_scenes_detect"], "for task 'detect', not 'classify': use fatvit detect"),
@@ -382,3 +386,189 @@ def test_epochs_and_iterations_together_are_an_error_and_the_start_line_says_whi
     # the recipe's epochs, the flag's iterations: the flag wins
     assert main([*base, "--config", "digit_scenes_segment", "--iterations", "1"]) == 0
     assert "1 iterations (iterations=1 given: the recipe's epochs=8 is not used)" in capsys.readouterr().err
+
+
+# ----- the dense recipes as mmdet's and mmseg's ------------------------------------------------------
+
+
+def test_bf16_training_evaluates_in_float32_boxes_as_detect_eval_does(detect_run, scenes, tmp_path, capsys):
+    """Under bf16 autocast (on the CPU) the run's own evaluation scores float32 boxes, and equals
+    ``fatvit detect eval --amp bf16`` of its weights."""
+    from fatvit.cli import main
+
+    run = tmp_path / "bf16"
+    recipe = [*DETECT_FAST, "model=retinanet_fat_b0", "amp=bf16", "score_thresh=0.0"]
+    assert main(["detect", "train", "--data", str(scenes / "coco"), "--iterations", "1", "--output", str(run),
+                 "--json", *set_args(recipe)]) == 0  # fmt: skip
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["final_metrics"]["bbox_AP"] is not None
+    argv = ["detect", "eval", "--checkpoint", str(run / "last.pth"), "--data", str(scenes / "coco"), "--json"]
+    assert main([*argv, "--amp", "bf16"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for key, value in summary["final_metrics"].items():
+        assert result[key] == pytest.approx(value, abs=1e-9), key
+    from fatvit.detection.inference import detect_images, load_detector
+    from fatvit.models.backbone import features_autocast
+
+    model, _ = load_detector(run / "last.pth")
+    image = sorted((scenes / "coco" / "val").iterdir())[0]
+    with features_autocast(model, torch.bfloat16):
+        (out,) = detect_images(model, [image])
+    assert out["boxes"].dtype == torch.float32 and len(out["boxes"])
+    assert "bf16" in cli_error(capsys, [*argv, "--amp", "bf17"])
+
+
+def test_dense_recipes_decay_every_parameter_and_classification_keeps_timm_groups(scenes, tmp_path):
+    from fatvit.config import TrainConfig
+
+    def groups(cls, extra):
+        trainer = Trainer(load_config(None, [*extra, f"output={tmp_path / str(len(extra))}"], cls=cls))
+        return trainer, [(len(g["params"]), g["weight_decay"]) for g in trainer.optimizer.param_groups]
+
+    seg, seg_groups = groups(SegmentConfig, [*SEGMENT_FAST, f"data={scenes / 'ade'}", "iterations=2"])
+    assert seg_groups == [(len(list(seg.model.parameters())), 1e-4)]  # biases and norms decayed too
+    for name in ("coco_retinanet_1x", "coco_mask_rcnn_1x", "ade20k_semantic_fpn", "digit_scenes_detect"):
+        cls = SegmentConfig if "fpn" in name or "segment" in name else DetectConfig
+        assert load_config(name, [], cls=cls).no_decay_1d is False, name
+    _, kept = groups(SegmentConfig, [*SEGMENT_FAST, f"data={scenes / 'ade'}", "iterations=2", "no_decay_1d=true"])
+    assert len(kept) == 2 and kept[0][1] == 0.0 and kept[1][1] == 1e-4  # timm's: 1-D parameters not decayed
+    classify = load_config("digits", [*TINY_MODEL_OVERRIDES], cls=TrainConfig)
+    assert classify.no_decay_1d is True
+    from fatvit.train import create_optimizer
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    assert [len(g["params"]) for g in create_optimizer(model, "adamw", 1e-3, 0.05).param_groups] == [3, 1]
+    # a run from before the key resumes with the groups it was trained with
+    seg.fit()
+    last = Path(seg.out) / "last.pth"
+    ckpt = torch.load(last, weights_only=True)
+    del ckpt["config"]["no_decay_1d"]
+    ckpt["optimizer"] = _two_group_state(seg, ckpt["optimizer"])
+    torch.save(ckpt, last)
+    resumed = Trainer.resume(last, ["iterations=3"], task="segment")
+    assert resumed.cfg.no_decay_1d is True and len(resumed.optimizer.param_groups) == 2
+
+
+def _two_group_state(trainer, state):
+    """The optimizer state a run with timm's two groups would have saved (the same parameters)."""
+    from fatvit.train import create_optimizer
+
+    two = create_optimizer(trainer.model, "adamw", 1e-3, 1e-4, no_decay_1d=True)
+    return two.state_dict()
+
+
+def test_detection_training_leaves_out_empty_images_and_groups_batches_by_aspect_ratio(scenes, tmp_path, caplog):
+    import logging
+
+    from PIL import Image
+
+    def add_images(content):
+        for n, (w, h) in enumerate([(64, 64), (48, 64), (64, 20)]):  # no annotations; portrait; too small
+            ident = 1000 + n
+            content["images"].append(dict(id=ident, file_name=f"extra_{n}.png", width=w, height=h))
+            Image.new("RGB", (w, h)).save(data / "train" / f"extra_{n}.png")
+            if n:
+                box = dict(id=5000 + n, image_id=ident, category_id=content["categories"][0]["id"],
+                           bbox=[2, 2, 10, 10], area=100, iscrowd=0)  # fmt: skip
+                content["annotations"].append(box)
+
+    data = tmp_path / "coco"
+    shutil.copytree(scenes / "coco", data)
+    path = data / "annotations" / "instances_train.json"
+    content = json.loads(path.read_text())
+    add_images(content)
+    path.write_text(json.dumps(content))
+    recipe = [*DETECT_FAST, f"data={data}", "iterations=1"]
+    with caplog.at_level(logging.INFO, logger="fatvit.train"):
+        trainer = Trainer(load_config(None, [*recipe, f"output={tmp_path / 'a'}"], cls=DetectConfig))
+    assert len(trainer.train_set) == 8 + 1  # the 8 scenes and the annotated portrait image
+    assert "2 training image(s) left out: without annotations, or under 32 px" in caplog.text
+    assert trainer.train_sampler.groups == [1] * 8 + [0]
+    plain = Trainer(load_config(None, [*recipe, f"output={tmp_path / 'b'}", "filter_empty_gt=false",
+                                       "group_by_aspect_ratio=false"], cls=DetectConfig))  # fmt: skip
+    assert len(plain.train_set) == 11 and plain.train_sampler.groups is None
+
+
+def test_detection_recipes_name_their_drop_path_and_use_the_segmentation_rates():
+    from fatvit.catalog import BACKBONE_DROP_PATH
+    from fatvit.config import _recipe_files
+    from fatvit.detection.models import build_detector
+
+    for name in ("coco_retinanet_1x", "coco_mask_rcnn_1x"):
+        text = _recipe_files()[name].read_text()
+        assert "Drop path: the authors publish no detection config" in text and "PVTv2" in text
+        cfg = load_config(name, [], cls=DetectConfig)
+        assert cfg.drop_path_rate is None  # the backbone's rate in the authors' Semantic FPN configs
+    for size, rate in BACKBONE_DROP_PATH.items():
+        model = build_detector(f"retinanet_{size}", min_size=64, max_size=64)
+        rates = [m.drop_prob for m in model.backbone.body.modules() if type(m).__name__ == "DropPath"]
+        assert max(rates, default=0.0) == pytest.approx(rate), size
+
+
+def test_segment_export_writes_onnx_matching_pytorch_at_any_size(scenes, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from fatvit.cli import main
+    from fatvit.export import onnx_session, read_onnx_metadata
+    from fatvit.segmentation.data import SegmentationEvalTransform
+    from fatvit.segmentation.inference import load_segmenter
+
+    run = tmp_path / "run"
+    assert main(["segment", "train", "--data", str(scenes / "ade"), "--iterations", "1", "--output", str(run),
+                 *set_args(SEGMENT_FAST)]) == 0  # fmt: skip
+    capsys.readouterr()
+    onnx = tmp_path / "seg.onnx"
+    argv = ["segment", "export", "--checkpoint", str(run / "last.pth"), "--output", str(onnx), "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [r["shape"][2:] for r in report["checks"]] == [[128, 128], [97, 131], [64, 48]]
+    assert all(r["max_abs_diff"] <= 1e-4 for r in report["checks"]), report
+    meta = read_onnx_metadata(onnx)
+    assert meta["task"] == "segment" and meta["classes"] == ["background", *[str(d) for d in range(10)]]
+    model, record = load_segmenter(run / "last.pth")
+    assert meta["mean"] == record["mean"] and meta["scale"] == record["scale"]
+    image = sorted((scenes / "ade/images/validation").iterdir())[0]
+    with Image.open(image) as img:
+        pixels, _ = SegmentationEvalTransform(meta["scale"], meta["mean"], meta["std"])(img.convert("RGB"), None)
+    with torch.no_grad():
+        expected = model(pixels[None]).argmax(1)
+    logits = onnx_session(onnx).run(None, {"image": pixels[None].numpy()})[0]
+    assert np.array_equal(logits.argmax(1), expected.numpy())
+    assert "exists; give --overwrite" in cli_error(capsys, argv)
+    assert main([*argv, "--overwrite"]) == 0 and sorted(p.name for p in tmp_path.glob("seg*")) == ["seg.onnx"]
+
+
+def test_detect_export_writes_onnx_whose_detections_match_pytorch(detect_run, scenes, tmp_path, capsys):
+    from fatvit.cli import main
+    from fatvit.detection.export import match_detections
+    from fatvit.detection.inference import load_detector
+    from fatvit.export import onnx_session, read_onnx_metadata
+
+    # sharper class scores than one training step gives (detections that are not a tie of near-equal scores)
+    ckpt = torch.load(detect_run / "last.pth", weights_only=True)
+    ckpt["model"]["head.classification_head.cls_logits.weight"] *= 30
+    ckpt["meta"]["score_thresh"] = 0.0
+    sharp = tmp_path / "sharp.pth"
+    torch.save(ckpt, sharp)
+    onnx = tmp_path / "det.onnx"
+    images = scenes / "coco" / "val"
+    assert main(["detect", "export", "--checkpoint", str(sharp), "--output", str(onnx), "--images", str(images),
+                 "--json"]) == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["checks"]) == 3 and all(r["detections"] > 0 and r["labels_equal"] for r in report["checks"])
+    assert all(r["max_score_diff"] <= 1e-4 and r["max_box_diff"] <= 1e-2 for r in report["checks"]), report
+    meta = read_onnx_metadata(onnx)
+    assert meta["task"] == "detect" and meta["label_offset"] == 0 and len(meta["classes"]) == 10
+    model, _ = load_detector(sharp)
+    session = onnx_session(onnx)
+    image = torch.rand(3, 70, 90, generator=torch.Generator().manual_seed(5))  # a size the check did not use
+    boxes, scores, labels = session.run(None, {"image": image.numpy()})
+    with torch.no_grad():
+        (expected,) = model([image])
+    got = dict(boxes=torch.from_numpy(boxes), scores=torch.from_numpy(scores), labels=torch.from_numpy(labels))
+    record = match_detections(expected, got)
+    assert record["labels_equal"] and record["max_score_diff"] <= 1e-4 and record["max_box_diff"] <= 1e-2
+    assert main(["detect", "export", "--checkpoint", str(sharp), "--output", str(tmp_path / "random.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "random 97x131" in out and "max |box diff| (px)" in out

@@ -205,6 +205,7 @@ class SegmentConfig(RunConfig):
     cat_max_ratio: float = 0.75
     hflip: float = 0.5
     photometric: bool = True
+    avg_non_ignore: bool = False  # cross-entropy over every pixel (mmseg's default); true: over the labelled ones
     test_mode: str = "whole"  # whole or slide
     test_stride: int = 341  # slide: window stride (the window is crop_size)
 

@@ -112,7 +112,7 @@ def read_class_names(path: PathLike) -> List[str]:
 
 
 #: The actions of ``fatvit detect`` and ``fatvit segment`` (what a hint about a dense file may name).
-DENSE_ACTIONS = ("train", "eval", "predict")
+DENSE_ACTIONS = ("train", "eval", "predict", "export")
 
 
 def load_classifier(

@@ -34,6 +34,33 @@ def add_eval_options(p: argparse.ArgumentParser, data_help: str, batches: bool =
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
 
+def add_export_options(p: argparse.ArgumentParser) -> None:
+    """The options of an ``export`` sub-verb."""
+    from ..catalog import DEFAULT_OPSET
+
+    p.add_argument("--checkpoint", required=True, help="a checkpoint or model.safetensors of a training run")
+    p.add_argument("--output", required=True, metavar="FILE.onnx", help="the ONNX file to write")
+    p.add_argument("--opset", type=positive_int, default=DEFAULT_OPSET, help=f"ONNX opset (default: {DEFAULT_OPSET})")
+    p.add_argument("--ema", action="store_true", help="export the EMA weights of a training checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file (once the new one "
+                   "passed its check)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the check's records as JSON")
+
+
+@contextlib.contextmanager
+def checked_file(output: Path) -> Iterator[Path]:
+    """A temporary path next to ``output`` to export to and check; moved to ``output`` if the block succeeds,
+    removed if it fails, so that a failed export neither leaves a file nor replaces the one there."""
+    import os
+
+    partial = output.with_name(output.name + ".partial")
+    try:
+        yield partial
+        os.replace(partial, output)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def add_predict_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and folders")
     p.add_argument("--checkpoint", required=True, help="a checkpoint or model.safetensors of a training run")

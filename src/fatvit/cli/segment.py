@@ -1,4 +1,4 @@
-"""``fatvit segment train|eval|predict``: Semantic FPN on FAT backbones, data in the ADE20K layout."""
+"""``fatvit segment train|eval|predict|export``: Semantic FPN on FAT backbones, data in the ADE20K layout."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from ..errors import FatvitError
 from .dense import (
     add_actions,
     add_eval_options,
+    add_export_options,
     add_predict_options,
     check_device,
+    checked_file,
     drawing_folder,
     output_paths,
     save_png,
@@ -27,6 +29,12 @@ DATA_HELP = (
     "*.png (0 ignored, classes 1..N; class names in classes.txt or objectInfo150.txt); default: the embedded "
     "digit scenes"
 )
+
+#: The largest difference from PyTorch's logits (max abs, float32) that ``segment export``'s check accepts.
+TOLERANCE = 1e-4
+
+#: Input sizes (batch, height, width) ``segment export`` checks: square, odd, batched and small.
+CHECK_SHAPES = ((1, 128, 128), (2, 97, 131), (1, 64, 48))
 
 #: What a flag of other verbs is here: how segmentation sizes its images.
 UNKNOWN_HINTS = {"--img-size": " (segmentation images are sized by the config keys scale, ratio_range and "
@@ -74,6 +82,18 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
     add_predict_options(pr)
     pr.add_argument("--draw-background", action="store_true", help="also colour the class named 'background'")
     pr.set_defaults(run=run_predict)
+    x = actions.add_parser(
+        "export",
+        help="a trained segmenter as ONNX, checked against PyTorch",
+        description="Writes a trained Semantic FPN, its backbone in the deployed form (BatchNorm and residuals "
+        "folded), as ONNX with PyTorch's torch.export-based exporter; batch, height and width are dynamic. Input "
+        "'image': N x 3 x H x W, RGB normalised with the metadata's mean and std (resized as its scale says); output "
+        "'logits': N x classes x H x W. The classes and preprocessing go into the file's metadata. The file is run "
+        f"with ONNX Runtime on {len(CHECK_SHAPES)} input sizes against PyTorch: a difference over {TOLERANCE:g} is "
+        "an error, and the file is not written.",
+    )
+    add_export_options(x)
+    x.set_defaults(run=run_export)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -158,3 +178,31 @@ def class_shares(class_map, num_classes: int) -> dict:  # noqa: ANN001 - a HxW t
     counts = torch.bincount(class_map.reshape(-1), minlength=num_classes).double()
     shares = counts / counts.sum()
     return {c: float(shares[c]) for c in range(num_classes) if counts[c] > 0}
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ..export import check_onnx, check_opset, export_onnx
+    from ..files import check_output_file
+    from ..segmentation.inference import load_segmenter
+
+    output = check_output_file(args.output, "--output", args.overwrite)
+    check_opset(args.opset, "--opset")
+    model, meta = load_segmenter(args.checkpoint, args.ema)
+    keys = ("model", "model_kwargs", "num_classes", "classes", "mean", "std", "scale", "reduce_zero_label",
+            "test_mode", "crop_size", "test_stride")  # fmt: skip
+    metadata = {k: meta[k] for k in keys if k in meta}
+    metadata.update(task="segment", weights=str(args.checkpoint))
+    with checked_file(output) as partial:
+        export_onnx(model, partial, img_size=64, opset=args.opset, metadata=metadata)
+        records = check_onnx(partial, model, CHECK_SHAPES)
+        worst = max(r["max_abs_diff"] for r in records)
+        if worst > TOLERANCE:
+            raise FatvitError(f"ONNX Runtime's logits differ from PyTorch's by {worst:.2e} (over {TOLERANCE:g}); "
+                              f"{output} not written")  # fmt: skip
+    if args.json:
+        print(json.dumps(dict(output=str(output), opset=args.opset, checks=records), indent=2))
+    else:
+        print(f"{output}: {meta['model']}, opset {args.opset}, dynamic batch and size")
+        rows = [["x".join(map(str, r["shape"])), f"{r['max_abs_diff']:.2e}"] for r in records]
+        print(render_table(["input", "max |ONNX Runtime - PyTorch|"], rows))
+    return 0

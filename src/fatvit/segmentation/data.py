@@ -14,10 +14,13 @@ line: one :class:`FatvitError`; an unreadable image or PNG is reported and
 skipped (``None``).
 
 Training pipeline (mmseg's, for the paper's recipe): resize keeping the
-ratio to ``scale`` (long, short) times a random ratio, random crop (up to 10
-tries for a crop where no class covers more than ``cat_max_ratio`` of the
+ratio to ``scale`` (long, short) times a random ratio (the scale truncated
+to whole pixels, as mmseg's ``random_sample_ratio``), random crop (redrawn
+up to 10 times while one class covers ``cat_max_ratio`` or more of the
 labelled pixels), flip, photometric distortion, normalisation, padding to
-the crop size (label 255).
+the crop size (label 255). Images are resized as OpenCV's bilinear resize
+(mmcv's ``imrescale``): half-pixel centres, no antialiasing; label maps by
+nearest neighbour. Evaluation resizes images the same way.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
+from torchvision.transforms.v2.functional._color import _hsv_to_rgb, _rgb_to_hsv
 
 from ..data import EXTENSIONS, load_rgb
 from ..errors import FatvitError
@@ -43,6 +47,7 @@ __all__ = [
     "SegmentationEvalTransform",
     "collate_segmentation",
     "read_class_names",
+    "resize_image",
     "IGNORE_INDEX",
     "SPLITS",
 ]
@@ -166,6 +171,17 @@ def _rescale_size(height: int, width: int, scale: Sequence[float]) -> Tuple[int,
     return int(height * factor + 0.5), int(width * factor + 0.5)
 
 
+def resize_image(image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """A uint8 CxHxW image resized to ``size`` (height, width) as OpenCV's ``INTER_LINEAR`` (mmcv's
+    ``imresize``): bilinear on half-pixel centres, without antialiasing when shrinking."""
+    return TF.resize(image, list(size), interpolation=TF.InterpolationMode.BILINEAR, antialias=False)
+
+
+def _convert(x: torch.Tensor, alpha: float = 1.0, beta: float = 0.0) -> torch.Tensor:
+    """mmseg's ``PhotoMetricDistortion.convert``: ``x * alpha + beta`` clipped to [0, 255] and truncated to uint8."""
+    return (x.float() * alpha + beta).clamp(0, 255).to(torch.uint8)
+
+
 def _normalize(img: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     return TF.normalize(img.float() / 255.0, list(mean), list(std))
 
@@ -191,43 +207,55 @@ class SegmentationTrainTransform:
     def _crop_box(self, label: torch.Tensor) -> Tuple[int, int, int, int]:
         h, w = label.shape
         ch, cw = min(self.crop_size, h), min(self.crop_size, w)
-        box = (0, 0, ch, cw)
-        for _ in range(10):
-            top, left = random.randint(0, h - ch), random.randint(0, w - cw)
-            box = (top, left, ch, cw)
-            if self.cat_max_ratio >= 1:
-                break
-            crop = label[top : top + ch, left : left + cw]
-            _, counts = torch.unique(crop[crop != IGNORE_INDEX], return_counts=True)
-            if len(counts) > 1 and counts.max().item() / counts.sum().item() < self.cat_max_ratio:
-                break
+
+        def draw() -> Tuple[int, int, int, int]:
+            return random.randint(0, h - ch), random.randint(0, w - cw), ch, cw
+
+        box = draw()
+        if self.cat_max_ratio < 1:  # mmseg's RandomCrop: the first box, then up to 10 redraws
+            for _ in range(10):
+                top, left = box[:2]
+                crop = label[top : top + ch, left : left + cw]
+                _, counts = torch.unique(crop[crop != IGNORE_INDEX], return_counts=True)
+                if len(counts) > 1 and counts.max().item() / counts.sum().item() < self.cat_max_ratio:
+                    break
+                box = draw()
         return box
 
     def _distort(self, img: torch.Tensor) -> torch.Tensor:
-        """mmseg's PhotoMetricDistortion: brightness +-32, contrast x0.5-1.5, saturation x0.5-1.5, hue +-18 deg,
-        each with probability 0.5, contrast before or after saturation and hue."""
-        x = img.float()
+        """mmseg's ``PhotoMetricDistortion`` on a uint8 RGB image, each step with probability 0.5: brightness
+        +-32, contrast x0.5-1.5 (before or after the next two), saturation x0.5-1.5 and hue +-18 in OpenCV's
+        units (180 to the circle: +-36 degrees, integer shifts from -18 to 17 as numpy draws them). Each step's
+        result is clipped to [0, 255] and truncated to uint8, as mmseg's; saturation and hue are changed in
+        floating-point HSV, where mmcv's OpenCV works on 8-bit HSV (hue in 2-degree steps)."""
+        x = img
         if random.random() < 0.5:
-            x = x + random.uniform(-32, 32)
+            x = _convert(x, beta=random.uniform(-32, 32))
         contrast_first = random.random() < 0.5
-        alpha = random.uniform(0.5, 1.5) if random.random() < 0.5 else None
-        if contrast_first and alpha is not None:
-            x = x * alpha
-        x = x.clamp(0, 255).round().to(torch.uint8)
+
+        def contrast(x: torch.Tensor) -> torch.Tensor:
+            return _convert(x, alpha=random.uniform(0.5, 1.5)) if random.random() < 0.5 else x
+
+        if contrast_first:
+            x = contrast(x)
         if random.random() < 0.5:
-            x = TF.adjust_saturation(x, random.uniform(0.5, 1.5))
+            hsv = _rgb_to_hsv(x.float() / 255)
+            hsv[1] = (hsv[1] * random.uniform(0.5, 1.5)).clamp(0, 1)
+            x = _convert(_hsv_to_rgb(hsv) * 255 + 0.5)  # back to uint8, rounded
         if random.random() < 0.5:
-            x = TF.adjust_hue(x, random.uniform(-18, 18) / 360.0)
-        if not contrast_first and alpha is not None:
-            x = (x.float() * alpha).clamp(0, 255).round().to(torch.uint8)
+            hsv = _rgb_to_hsv(x.float() / 255)
+            hsv[0] = (hsv[0] + random.randint(-18, 17) / 180) % 1.0
+            x = _convert(_hsv_to_rgb(hsv) * 255 + 0.5)
+        if not contrast_first:
+            x = contrast(x)
         return x
 
     def __call__(self, img: Image.Image, label: np.ndarray) -> Tuple[torch.Tensor, torch.Tensor]:
         image = TF.pil_to_tensor(img)
         target = torch.from_numpy(label.astype(np.int64))
         ratio = random.uniform(*self.ratio_range)
-        size = _rescale_size(image.shape[1], image.shape[2], [s * ratio for s in self.scale])
-        image = TF.resize(image, list(size), interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+        size = _rescale_size(image.shape[1], image.shape[2], [int(s * ratio) for s in self.scale])
+        image = resize_image(image, size)
         target = TF.resize(target[None], list(size), interpolation=TF.InterpolationMode.NEAREST)[0]
         top, left, ch, cw = self._crop_box(target)
         image, target = image[:, top : top + ch, left : left + cw], target[top : top + ch, left : left + cw]
@@ -252,7 +280,7 @@ class SegmentationEvalTransform:
     def __call__(self, img: Image.Image, label: Optional[np.ndarray]) -> Tuple[torch.Tensor, Any]:
         image = TF.pil_to_tensor(img)
         size = _rescale_size(image.shape[1], image.shape[2], self.scale)
-        image = TF.resize(image, list(size), interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+        image = resize_image(image, size)
         target = torch.from_numpy(label.astype(np.int64)) if label is not None else None
         return _normalize(image, self.mean, self.std), target
 

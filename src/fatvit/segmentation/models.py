@@ -57,10 +57,9 @@ class FPNHead(nn.Module):
     def forward(self, features: List[torch.Tensor]) -> torch.Tensor:
         out = self.scale_heads[0](features[0])
         for head, x in zip(self.scale_heads[1:], features[1:]):
-            y = head(x)
-            if y.shape[-2:] != out.shape[-2:]:  # odd input sizes: the upsampled map overshoots by a pixel
-                y = F.interpolate(y, size=out.shape[-2:], mode="bilinear", align_corners=False)
-            out = out + y
+            # resized to the finest level's size as mmseg's FPNHead does: at odd input sizes the upsampled map
+            # overshoots by a pixel, elsewhere the resize is exact (and an export needs no branch on the size)
+            out = out + F.interpolate(head(x), size=out.shape[-2:], mode="bilinear", align_corners=False)
         return self.classifier(self.dropout(out))
 
 

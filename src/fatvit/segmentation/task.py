@@ -29,7 +29,14 @@ from .data import (
 from .metrics import SegmentationMetrics, predict_logits, upsample_to
 from .models import SEGMENTERS, build_segmenter
 
-__all__ = ["SegmentationTask", "data_root", "resolve_classes", "evaluate_segmenter", "CLASS_LAYERS"]
+__all__ = [
+    "SegmentationTask",
+    "data_root",
+    "resolve_classes",
+    "evaluate_segmenter",
+    "pixel_cross_entropy",
+    "CLASS_LAYERS",
+]
 
 #: The layer whose shape depends on the classes (replaced when fine-tuning).
 CLASS_LAYERS = ("decode_head.classifier.",)
@@ -94,6 +101,16 @@ def evaluate_segmenter(
     return result
 
 
+def pixel_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, avg_non_ignore: bool = False) -> torch.Tensor:
+    """mmseg's ``CrossEntropyLoss``: the pixels' losses summed (ignored pixels count 0) and divided by every
+    pixel of the batch, the ignored and padded ones included (``avg_non_ignore=False``, mmseg's default and the
+    authors' setting), or by the pixels not ignored (``avg_non_ignore=True``: PyTorch's mean)."""
+    losses = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="none")
+    if avg_non_ignore:
+        return losses.sum() / (labels != IGNORE_INDEX).sum().clamp(min=1)
+    return losses.mean()
+
+
 class SegmentationTask(Task):
     name = "segment"
     primary_metric = "mIoU"
@@ -149,7 +166,7 @@ class SegmentationTask(Task):
         return inputs, targets.to(device, non_blocking=True)
 
     def loss(self, model: nn.Module, inputs: Any, targets: Any) -> torch.Tensor:
-        return F.cross_entropy(model(inputs).float(), targets, ignore_index=IGNORE_INDEX)
+        return pixel_cross_entropy(model(inputs).float(), targets, self.cfg.avg_non_ignore)
 
     def evaluate(
         self, model: nn.Module, loader: Any, device: torch.device, amp_dtype: Optional[torch.dtype], channels_last: bool

@@ -1,0 +1,149 @@
+"""ONNX export of a trained RetinaNet, and the check of the file against PyTorch through ONNX Runtime.
+
+The detector is exported whole, as torchvision's detection models are
+(torchvision's ONNX path: PyTorch's TorchScript-based exporter, which has
+torchvision's NMS in ONNX; the ``torch.export``-based one cannot trace the
+data-dependent box selection): resizing and normalisation, the backbone in
+its deployed form (:func:`fatvit.deploy`), FPN, head, box decoding and NMS.
+
+The file takes one image, ``image``: 3 x H x W, float RGB in [0, 1], any H
+and W. It gives ``boxes`` (N x 4, x1 y1 x2 y2 in the input's pixels),
+``scores`` (N) and ``labels`` (N, class index + the metadata's
+``label_offset``), N at most ``detections_per_img``. The metadata carries
+the classes, category ids and image sizes of the training run, as JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from ..deploy import deploy
+from ..errors import FatvitError
+from ..files import atomic_write
+
+__all__ = ["OPSETS", "export_detector", "check_detector_onnx", "check_images", "match_detections"]
+
+#: The opsets the exporter writes a detector in (torchvision's NMS needs 11).
+OPSETS = (11, 23)
+
+#: The image sizes (height, width) of the default check set: square, odd, portrait.
+CHECK_SIZES: Tuple[Tuple[int, int], ...] = ((128, 128), (97, 131), (150, 96))
+
+
+def export_detector(
+    model: nn.Module, path: str | os.PathLike, *, opset: int = 18, metadata: Optional[Mapping[str, Any]] = None
+) -> Path:
+    """Write ``model`` (a fatvit RetinaNet), deployed, to ``path`` as ONNX, and check it with ``onnx.checker``.
+
+    Raises:
+        FatvitError: a Mask R-CNN or other model, an opset outside :data:`OPSETS`, the exporter fails, or the
+            file cannot be written.
+    """
+    import onnx
+    from torchvision.models.detection import RetinaNet
+
+    if not isinstance(model, RetinaNet):
+        raise FatvitError(f"{getattr(model, 'config_name', type(model).__name__)}: only RetinaNet detectors are "
+                          "exported (Mask R-CNN's mask pasting is not)")  # fmt: skip
+    if not OPSETS[0] <= opset <= OPSETS[1]:
+        raise FatvitError(f"opset {opset}: a detector is exported in opsets {OPSETS[0]} to {OPSETS[1]}")
+    path = Path(path)
+    deployed = deploy(model, channels_last=False, pointwise_linear=False)
+    side = max(64, int(deployed.transform.min_size[0]))
+    example = [torch.rand(3, side, side + side // 4, generator=torch.Generator().manual_seed(0))]
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")  # the tracer's notes on torchvision's size arithmetic
+            torch.onnx.export(
+                deployed,
+                (example,),
+                buffer,
+                dynamo=False,
+                opset_version=opset,
+                input_names=["image"],
+                output_names=["boxes", "scores", "labels"],
+                dynamic_axes={
+                    "image": {1: "height", 2: "width"},
+                    "boxes": {0: "detections"},
+                    "scores": {0: "detections"},
+                    "labels": {0: "detections"},
+                },  # fmt: skip
+            )
+    except Exception as err:  # the exporter raises many kinds; the first line says what failed
+        raise FatvitError(f"ONNX export failed: {str(err).strip().splitlines()[0]}") from err
+    proto = onnx.load_from_string(buffer.getvalue())
+    for key, value in (metadata or {}).items():
+        proto.metadata_props.add(key=str(key), value=json.dumps(value))
+    with atomic_write(path) as f:
+        f.write(proto.SerializeToString())
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as err:
+        path.unlink()
+        raise FatvitError(f"{path}: the exported model fails onnx.checker: {err}") from err
+    return path
+
+
+def check_images(paths: Sequence[Path] = (), seed: int = 0) -> List[Tuple[str, torch.Tensor]]:
+    """The check set: the given image files (as the detector reads them), or seeded random images of
+    :data:`CHECK_SIZES`; each as (name, 3 x H x W float tensor in [0, 1])."""
+    from ..data import load_rgb
+    from .data import detection_transform
+
+    if paths:
+        to_tensor = detection_transform(False)
+        return [(str(p), to_tensor(load_rgb(str(p)), {})[0]) for p in paths]
+    generator = torch.Generator().manual_seed(seed)
+    return [(f"random {h}x{w}", torch.rand(3, h, w, generator=generator)) for h, w in CHECK_SIZES]
+
+
+def match_detections(ours: Mapping[str, torch.Tensor], theirs: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
+    """How far two detectors' outputs for one image are apart: the counts, whether the labels are the same
+    multiset, the largest score difference (scores sorted), and the largest box difference (in pixels) between
+    each of ``theirs`` and the nearest of ``ours`` with its label (ties in score may come in either order)."""
+    count = len(theirs["scores"])
+    record: Dict[str, Any] = dict(detections=count, count_equal=count == len(ours["scores"]))
+    record["labels_equal"] = record["count_equal"] and torch.equal(theirs["labels"].sort()[0], ours["labels"].sort()[0])
+    if not record["labels_equal"]:
+        record.update(max_score_diff=float("inf"), max_box_diff=float("inf"))
+        return record
+    if not count:
+        record.update(max_score_diff=0.0, max_box_diff=0.0)
+        return record
+    scores = (theirs["scores"].sort(descending=True)[0] - ours["scores"].sort(descending=True)[0]).abs()
+    distance = (theirs["boxes"][:, None] - ours["boxes"][None]).abs().amax(-1)
+    distance[theirs["labels"][:, None] != ours["labels"][None]] = float("inf")
+    record.update(max_score_diff=float(scores.max()), max_box_diff=float(distance.min(1)[0].max()))
+    return record
+
+
+def check_detector_onnx(
+    path: str | os.PathLike, model: nn.Module, images: Sequence[Tuple[str, torch.Tensor]]
+) -> List[Dict[str, Any]]:
+    """Run the file with ONNX Runtime and ``model`` (eval mode) with PyTorch on ``images``; one
+    :func:`match_detections` record per image, with its ``image`` and ``size``."""
+    from ..export import onnx_session
+
+    session = onnx_session(path)
+    model = model.eval()
+    records = []
+    for name, image in images:
+        with torch.no_grad():
+            (expected,) = model([image])
+        try:
+            boxes, scores, labels = session.run(None, {"image": image.numpy()})
+        except Exception as err:  # onnxruntime's own error types
+            raise FatvitError(f"{path}: ONNX Runtime fails on {name}: {str(err).strip().splitlines()[0]}") from err
+        got = dict(boxes=torch.from_numpy(boxes), scores=torch.from_numpy(scores), labels=torch.from_numpy(labels))
+        records.append(dict(image=name, size=list(image.shape[1:]), **match_detections(expected, got)))
+    return records
