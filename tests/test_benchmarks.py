@@ -156,24 +156,44 @@ def test_training_profile_sorts_the_work_of_both_forms(capsys):
 
 
 def test_gpu_check_runs_its_code_path_on_the_cpu(capsys):
-    """The prepared GPU check: throughput records and a training run whose loss falls (here on the CPU, in fp32)."""
+    """The prepared GPU check: throughput records, a training run whose loss falls, and the dense steps (here on
+    the CPU, under bf16 autocast)."""
     argv = ["--device", "cpu", "--models", "fat_b0", "edgenext_x_small", "--batch-size", "2", "--img-size", "64",
-            "--rounds", "1", "--train-steps", "6", "--no-compile", "--json"]  # fmt: skip
+            "--rounds", "1", "--train-steps", "6", "--no-compile", "--amp", "bf16", "--dense-size", "64",
+            "--dense-steps", "5", "--json"]  # fmt: skip
     report = _load("gpu_check").main(argv)
     assert [r["model"] for r in report["throughput"]] == ["fat_b0", "edgenext_x_small"]
     assert all(r["images_per_s"] > 0 and r["batch"] == 2 for r in report["throughput"])
     assert report["throughput"][0]["paper_images_per_s"] == 1932
     training = report["training"]
-    assert training["amp"] == "none" and not training["compiled"] and len(training["losses"]) == 6
+    assert training["amp"] == "bfloat16" and not training["compiled"] and len(training["losses"]) == 6
     assert training["ok"], training["losses"]
+    dense = report["dense"]
+    assert dense["amp"] == "bfloat16" and dense["retinanet"]["eval_boxes_dtype"] == "float32"
+    for name in ("retinanet", "semantic_fpn"):
+        assert len(dense[name]["losses"]) == 5 and dense[name]["ok"], dense[name]
     assert json.loads(capsys.readouterr().out) == report
 
 
-def test_dense_latency_benchmark_reports_ratios_to_resnet18(capsys):
-    rows = _load("dense_latency").main(["--sizes", "64x96", "--rounds", "1", "--warmup", "0"])
-    assert [r["model"] for r in rows] == [f"{h}_{b}" for h in ("retinanet", "mask_rcnn", "semantic_fpn")
-                                          for b in ("fat_b0", "resnet18")]  # fmt: skip
+def test_dense_latency_benchmark_reports_ratios_to_resnet18_and_to_eager(capsys):
+    bench = _load("dense_latency")
+    rows = bench.main(["--sizes", "64x96", "--rounds", "1", "--warmup", "0", "--modes", "eager", "deployed"])
+    assert [(r["model"], r["mode"]) for r in rows] == [
+        (f"{h}_{b}", m) for h in ("retinanet", "mask_rcnn", "semantic_fpn") for m in ("eager", "deployed")
+        for b in ("fat_b0", "resnet18")
+    ]  # fmt: skip
     for fat, twin in zip(rows[::2], rows[1::2]):
-        assert twin["ratio_to_resnet18"] == 1.0 and fat["input"] == "64x96"
+        assert twin["ratio_to_resnet18"] == 1.0 and fat["input"] == "64x96" and fat["mode"] == twin["mode"]
         assert fat["ratio_to_resnet18"] == pytest.approx(fat["median_ms"] / twin["median_ms"], rel=0.02)
+    assert all(r["ratio_to_eager"] == 1.0 for r in rows if r["mode"] == "eager")
     assert "x resnet18 twin" in capsys.readouterr().out
+    # ONNX Runtime: the exported RetinaNets (Mask R-CNN is not exported: no row)
+    rows = bench.main(["--sizes", "64x96", "--rounds", "1", "--warmup", "0", "--heads", "retinanet", "mask_rcnn",
+                       "--modes", "eager", "onnxruntime", "--json"])  # fmt: skip
+    assert [(r["model"], r["mode"]) for r in rows] == [
+        ("retinanet_fat_b0", "eager"), ("retinanet_resnet18", "eager"), ("retinanet_fat_b0", "onnxruntime"),
+        ("retinanet_resnet18", "onnxruntime"), ("mask_rcnn_fat_b0", "eager"), ("mask_rcnn_resnet18", "eager"),
+    ]  # fmt: skip
+    onnx = rows[2]
+    assert onnx["ratio_to_eager"] == pytest.approx(onnx["median_ms"] / rows[0]["median_ms"], rel=0.02)
+    assert json.loads(capsys.readouterr().out) == rows
