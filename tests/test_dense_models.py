@@ -96,6 +96,10 @@ def test_retinanet_p7_is_a_conv_of_p6_without_relu():
     assert (p6 < 0).any()  # a ReLU would change the input of P7
     assert torch.equal(seen["p7_in"], p6)
     torch.testing.assert_close(p7, extra.p7(p6))
+    torchvision_like = build_detector("retinanet_fat_b0", p7_relu=True, **SMALL).backbone
+    torchvision_like.fpn.extra_blocks.p7.register_forward_hook(lambda m, i, o: seen.update(p7_in=i[0]))
+    p6 = list(torchvision_like(torch.rand(1, 3, 128, 128)).values())[-2]
+    assert torch.equal(seen["p7_in"], torch.relu(p6))
 
 
 @pytest.mark.parametrize("name", ["retinanet_fat_b0", "mask_rcnn_fat_b0"])

@@ -572,3 +572,33 @@ def test_detect_export_writes_onnx_whose_detections_match_pytorch(detect_run, sc
     assert main(["detect", "export", "--checkpoint", str(sharp), "--output", str(tmp_path / "random.onnx")]) == 0
     out = capsys.readouterr().out
     assert "random 97x131" in out and "max |box diff| (px)" in out
+
+
+def test_files_and_runs_from_before_the_mmdet_settings_keep_what_they_did(detect_run, tmp_path):
+    """A file without the new record entries is rebuilt as it was trained (torchvision's P7 ReLU and RoIAlign);
+    a run without the new config keys resumes with the settings it started with."""
+    from fatvit.detection.inference import load_detector
+    from fatvit.train import create_optimizer
+
+    ckpt = torch.load(detect_run / "last.pth", weights_only=True)
+    assert ckpt["meta"]["p7_relu"] is False and ckpt["meta"]["aligned_roi"] is True
+    model, _ = load_detector(detect_run / "last.pth")
+    assert model.backbone.fpn.extra_blocks.relu is False
+    old = tmp_path / "old" / "last.pth"
+    old.parent.mkdir()
+    for key in ("p7_relu", "aligned_roi"):
+        del ckpt["meta"][key]
+    keys = ("no_decay_1d", "filter_empty_gt", "min_image_side", "group_by_aspect_ratio", "box_loss",
+            "rpn_post_nms_train", "aligned_roi", "p7_relu")  # fmt: skip
+    for key in keys:
+        del ckpt["config"][key]
+    ckpt["config"]["output"] = str(old.parent)
+    ckpt["optimizer"] = create_optimizer(model, "adamw", 1e-3, 1e-4, no_decay_1d=True).state_dict()  # timm's groups
+    torch.save(ckpt, old)
+    model, _ = load_detector(old)
+    assert model.backbone.fpn.extra_blocks.relu is True
+    resumed = Trainer.resume(old, ["iterations=2"], task="detect")
+    cfg = resumed.cfg
+    assert (cfg.filter_empty_gt, cfg.min_image_side, cfg.group_by_aspect_ratio) == (False, 0, False)
+    assert (cfg.box_loss, cfg.rpn_post_nms_train, cfg.aligned_roi, cfg.p7_relu) == ("smooth_l1", 2000, False, True)
+    assert resumed.model.backbone.fpn.extra_blocks.relu is True and len(resumed.optimizer.param_groups) == 2

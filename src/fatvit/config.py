@@ -174,6 +174,8 @@ class DetectConfig(RunConfig):
     group_by_aspect_ratio: bool = True  # each batch of landscape or of portrait images (mmdet, torchvision)
     box_loss: str = "l1"  # Mask R-CNN's RPN and box head: l1 (mmdet's) or smooth_l1 (torchvision's, beta 1/9)
     rpn_post_nms_train: int = 1000  # Mask R-CNN: proposals kept after NMS in training (mmdet's; torchvision 2000)
+    aligned_roi: bool = True  # Mask R-CNN's RoIAlign: aligned, adaptive samples (mmcv's); false: torchvision's
+    p7_relu: bool = False  # RetinaNet: a ReLU between P6 and P7 (torchvision's); false: mmdet's on_input
     detections_per_img: int = 100
     score_thresh: float = 0.05  # detections scoring less are dropped before NMS (mmdet's and torchvision's 0.05)
 
@@ -212,6 +214,22 @@ class SegmentConfig(RunConfig):
 
 #: The configuration of each task.
 CONFIGS: Dict[str, type] = {"classify": TrainConfig, "detect": DetectConfig, "segment": SegmentConfig}
+
+#: What runs saved before a key existed did, by task: a resumed run continues as it started.
+BEFORE_KEYS: Dict[str, Dict[str, Any]] = {
+    "classify": dict(no_decay_1d=True),
+    "detect": dict(
+        no_decay_1d=True,
+        filter_empty_gt=False,
+        min_image_side=0,
+        group_by_aspect_ratio=False,
+        box_loss="smooth_l1",
+        rpn_post_nms_train=2000,
+        aligned_roi=False,
+        p7_relu=True,
+    ),  # fmt: skip
+    "segment": dict(no_decay_1d=True, avg_non_ignore=True),
+}
 
 
 def _check(cfg: RunConfig) -> None:

@@ -47,7 +47,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError, read_file, save_checkpoint, save_safetensors
-from .config import RunConfig, apply_overrides, make_config
+from .config import BEFORE_KEYS, RunConfig, apply_overrides, make_config
 from .data import ResumableSampler, SeededDataset, make_loader
 from .distributed import all_reduce_sum, cleanup, init_distributed
 from .errors import FatvitError
@@ -257,7 +257,8 @@ class Trainer:
         """
         ckpt = read_training_checkpoint(path)
         folder = Path(path).resolve().parent
-        saved = make_config({"no_decay_1d": True, **ckpt["config"]})  # runs from before the key: timm's groups
+        before = BEFORE_KEYS.get(ckpt["config"].get("task") or "classify", {})
+        saved = make_config({**before, **ckpt["config"]})  # a key the run predates keeps what the run did
         if task is not None and saved.task != task:
             verbs = {"classify": "fatvit train", "detect": "fatvit detect train", "segment": "fatvit segment train"}
             raise FatvitError(f"{path} is a {saved.task!r} run: resume it with {verbs[saved.task]} --resume {path}")

@@ -37,7 +37,8 @@ def load_detector(path: PathLike, use_ema: bool = False) -> Tuple[nn.Module, Dic
         meta["model"], num_classes=int(meta["num_classes"]), min_size=int(meta["min_size"]),
         max_size=int(meta["max_size"]), detections_per_img=int(meta.get("detections_per_img", 100)),
         score_thresh=float(meta.get("score_thresh", 0.05)),
-        aligned_roi=bool(meta.get("aligned_roi", False)),  # files from before fatvit followed mmdet: torchvision's
+        # files from before fatvit followed mmdet record neither: torchvision's RoIAlign and P7, as trained
+        aligned_roi=bool(meta.get("aligned_roi", False)), p7_relu=bool(meta.get("p7_relu", True)),
         **dict(meta.get("model_kwargs", {})),
     )  # fmt: skip
     apply_state_dict(model, state_dict, path, meta=meta)

@@ -48,6 +48,7 @@ def build_detector(
     box_loss: str = "l1",
     rpn_post_nms_train: int = 1000,
     aligned_roi: bool = True,
+    p7_relu: bool = False,
     **backbone_kwargs: Any,
 ) -> nn.Module:
     """Detector ``name`` for ``num_classes`` object classes, resizing images to ``min_size``/``max_size``.
@@ -59,6 +60,7 @@ def build_detector(
         box_loss: Mask R-CNN's box regression losses, ``l1`` (mmdet's) or ``smooth_l1`` (torchvision's).
         rpn_post_nms_train: Mask R-CNN's proposals kept after NMS in training (mmdet's 1000).
         aligned_roi: Mask R-CNN's RoIAlign as mmcv's (``aligned=True``, adaptive samples), else torchvision's.
+        p7_relu: RetinaNet's ReLU between P6 and P7 (torchvision's), else none (mmdet's).
         backbone_kwargs: model arguments of the backbone (``interaction``, ``drop_path_rate`` ...).
 
     Raises:
@@ -77,7 +79,7 @@ def build_detector(
     common = dict(min_size=min_size, max_size=max_size, detections_per_img=detections_per_img)
     if cfg.head == "retinanet":
         stages = StageFeatures(cfg.backbone, (1, 2, 3), **kwargs)
-        neck = FPNFeatures(stages, 256, LastLevelP6P7FromC5(stages.out_channels[-1], 256))
+        neck = FPNFeatures(stages, 256, LastLevelP6P7FromC5(stages.out_channels[-1], 256, p7_relu))
         model: nn.Module = RetinaNet(neck, num_classes=num_classes, score_thresh=score_thresh, **common)
         model.label_offset = 0
     else:
@@ -86,7 +88,6 @@ def build_detector(
         model = MaskRCNN(neck, num_classes=num_classes + 1, box_detections_per_img=detections_per_img,
                          box_score_thresh=score_thresh, min_size=min_size, max_size=max_size)  # fmt: skip
         model = mmdet_two_stages(model, box_loss, rpn_post_nms_train, aligned_roi)
-        model.aligned_roi = aligned_roi
         model.label_offset = 1
     if backbone_weights:
         load_backbone_weights(stages, backbone_weights)

@@ -143,7 +143,8 @@ class DetectionTask(Task):
             cfg.model, num_classes=len(classes), min_size=cfg.min_size, max_size=cfg.max_size,
             backbone_weights=cfg.backbone_weights if load_weights else None,
             detections_per_img=cfg.detections_per_img, score_thresh=cfg.score_thresh, box_loss=cfg.box_loss,
-            rpn_post_nms_train=cfg.rpn_post_nms_train, **model_kwargs,
+            rpn_post_nms_train=cfg.rpn_post_nms_train, aligned_roi=cfg.aligned_roi, p7_relu=cfg.p7_relu,
+            **model_kwargs,
         )  # fmt: skip
         if cfg.finetune and load_weights:
             load_finetune(model, cfg.finetune, cfg.model, CLASS_LAYERS[self.head])
@@ -203,7 +204,8 @@ class DetectionTask(Task):
             task="detect", model=cfg.model, model_kwargs=dict(model_kwargs), num_classes=len(classes),
             classes=list(classes), category_ids=[int(c) for c in self.cat_ids], min_size=cfg.min_size,
             max_size=cfg.max_size, detections_per_img=cfg.detections_per_img, score_thresh=cfg.score_thresh,
-            mean=[float(m) for m in mean], std=[float(s) for s in std], aligned_roi=True,
+            mean=[float(m) for m in mean], std=[float(s) for s in std], aligned_roi=cfg.aligned_roi,
+            p7_relu=cfg.p7_relu,
         )  # fmt: skip
         if fat_interaction(model):
             record["interaction"] = fat_interaction(model)

@@ -96,17 +96,19 @@ class StageFeatures(nn.Module):
 
 class LastLevelP6P7FromC5(LastLevelP6P7):
     """RetinaNet's P6 (3x3 stride-2 conv of C5) and P7 (3x3 stride-2 conv of P6, no ReLU between), from C5 at
-    any width: mmdet's ``add_extra_convs='on_input'`` with ``relu_before_extra_convs=False``."""
+    any width: mmdet's ``add_extra_convs='on_input'`` with ``relu_before_extra_convs=False``. ``relu`` puts
+    torchvision's ReLU before P7."""
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, relu: bool = False) -> None:
         super().__init__(in_channels, out_channels)
         self.use_P5 = False
+        self.relu = relu
 
     def forward(
         self, p: List[torch.Tensor], c: List[torch.Tensor], names: List[str]
     ) -> Tuple[List[torch.Tensor], List[str]]:
         p6 = self.p6(c[-1])
-        p.extend([p6, self.p7(p6)])
+        p.extend([p6, self.p7(torch.relu(p6) if self.relu else p6)])
         names.extend(["p6", "p7"])
         return p, names
 
