@@ -82,6 +82,18 @@ def throughput(
     ]  # fmt: skip
 
 
+def _update(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
+    """Backward and one optimizer step (through the fp16 gradient scaler when there is one)."""
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def train_check(
     device: torch.device, batch: int, img_size: int, steps: int, compile_model: bool, amp_mode: str = "auto"
 ) -> dict:
@@ -99,14 +111,7 @@ def train_check(
         start = time.perf_counter()
         with _autocast(device, amp_mode):
             loss = F.cross_entropy(step_model(x), y)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        _update(loss, optimizer, scaler)
         losses.append(loss.item())  # synchronizes
         times.append(time.perf_counter() - start)
     return dict(device=device.type, amp=str(amp).replace("torch.", "") if amp else "none", compiled=compile_model,
@@ -159,14 +164,7 @@ def dense_check(device: torch.device, size: int, steps: int, amp_mode: str = "au
                     loss = sum(model(list(images), targets).values())
                 else:
                     loss = pixel_cross_entropy(model(images).float(), labels)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            _update(loss, optimizer, scaler)
             losses.append(round(loss.item(), 4))
             times.append(time.perf_counter() - start)
         record = dict(losses=losses, step_s=round(statistics.median(times[1:]) if steps > 1 else times[0], 4))

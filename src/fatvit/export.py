@@ -33,6 +33,7 @@ __all__ = [
     "check_opset",
     "opset_range",
     "export_onnx",
+    "write_onnx",
     "name_dynamic_dims",
     "onnx_session",
     "check_onnx",
@@ -99,8 +100,6 @@ def export_onnx(
         FatvitError: the opset is outside :func:`opset_range`, the exporter fails (or cannot write ``opset``
             for this model), or the file cannot be written.
     """
-    import onnx
-
     check_opset(opset)
     path = Path(path)
     model = deploy(model, channels_last=False, pointwise_linear=False) if fuse else model.eval()
@@ -134,6 +133,19 @@ def export_onnx(
                           f"give an opset of at least {written}")  # fmt: skip
     if dynamic:
         name_dynamic_dims(proto, {0: "batch", 2: "height", 3: "width"})
+    return write_onnx(proto, path, metadata)
+
+
+def write_onnx(proto: Any, path: str | os.PathLike, metadata: Optional[Mapping[str, Any]] = None) -> Path:
+    """Write an ONNX ``ModelProto`` to ``path`` (atomically), with ``metadata`` as JSON in its
+    ``metadata_props``, and check the file with ``onnx.checker``.
+
+    Raises:
+        FatvitError: the file cannot be written, or fails the checker.
+    """
+    import onnx
+
+    path = Path(path)
     for key, value in (metadata or {}).items():
         proto.metadata_props.add(key=str(key), value=json.dumps(value))
     with atomic_write(path) as f:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import warnings
 from pathlib import Path
@@ -28,7 +27,7 @@ from torch import nn
 
 from ..deploy import deploy
 from ..errors import FatvitError
-from ..files import atomic_write
+from ..export import write_onnx
 
 __all__ = ["OPSETS", "export_detector", "check_detector_onnx", "check_images", "match_detections"]
 
@@ -81,17 +80,7 @@ def export_detector(
             )
     except Exception as err:  # the exporter raises many kinds; the first line says what failed
         raise FatvitError(f"ONNX export failed: {str(err).strip().splitlines()[0]}") from err
-    proto = onnx.load_from_string(buffer.getvalue())
-    for key, value in (metadata or {}).items():
-        proto.metadata_props.add(key=str(key), value=json.dumps(value))
-    with atomic_write(path) as f:
-        f.write(proto.SerializeToString())
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except Exception as err:
-        path.unlink()
-        raise FatvitError(f"{path}: the exported model fails onnx.checker: {err}") from err
-    return path
+    return write_onnx(onnx.load_from_string(buffer.getvalue()), path, metadata)
 
 
 def check_images(paths: Sequence[Path] = (), seed: int = 0) -> List[Tuple[str, torch.Tensor]]:
