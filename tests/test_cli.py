@@ -65,7 +65,7 @@ def test_help_and_argument_errors_load_neither_torch_nor_other_verbs():
     """What makes ``fatvit --help`` answer at once (timed by benchmarks/cli_startup.py): the package and the
     parser of the given verb import no torch, timm or torchvision."""
     helps = [[verb, "--help"] for verb in VERBS] + [[dense, action, "--help"] for dense in ("detect", "segment")
-                                                    for action in ("train", "eval", "predict")]  # fmt: skip
+                                                    for action in ("train", "eval", "predict", "export")]  # fmt: skip
     errors = [["trian"], ["train", "--epochs", "x"], ["eval", "--bogus"], ["detect", "train", "--img-size", "3"],
               ["segment", "eval"], ["export", "--opset", "x"], ["benchmark", "--modes", "x"], ["table", "x"],
               ["summary", "--img-size", "0"]]  # fmt: skip
