@@ -221,6 +221,8 @@ def test_dense_errors_are_one_line(scenes, tmp_path, capsys):
                  *set_args(SEGMENT_FAST)]) == 0  # fmt: skip
     capsys.readouterr()
     ckpt = str(run / "last.pth")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
     cases = [
         (["detect", "eval", "--checkpoint", ckpt], "holds a 'segment' model: give a checkpoint of fatvit detect"),
         (["eval", "--checkpoint", ckpt], "holds a 'segment' model: use fatvit segment eval"),
@@ -248,6 +250,10 @@ def test_dense_errors_are_one_line(scenes, tmp_path, capsys):
         (["segment", "eval", "--checkpoint", ckpt, "--batch-size", "4"], "unrecognized arguments: --batch-size"),
         (["detect", "predict", "x.png", "--checkpoint", ckpt, "--output", "o", "--score-threshold", "2"],
          "--score-threshold must be in [0, 1]"),
+        (["detect", "export", "--checkpoint", ckpt, "--output", str(tmp_path / "d.onnx"), "--opset", "9"],
+         "--opset 9: a detector is exported in opsets 11 to 23"),
+        (["detect", "export", "--checkpoint", ckpt, "--output", str(tmp_path / "d.onnx"), "--images",
+          str(broken)], f"cannot read check image {broken}"),
     ]  # fmt: skip
     for argv, message in cases:
         assert message in cli_error(capsys, argv), argv
@@ -443,18 +449,10 @@ def test_dense_recipes_decay_every_parameter_and_classification_keeps_timm_group
     last = Path(seg.out) / "last.pth"
     ckpt = torch.load(last, weights_only=True)
     del ckpt["config"]["no_decay_1d"]
-    ckpt["optimizer"] = _two_group_state(seg, ckpt["optimizer"])
+    ckpt["optimizer"] = create_optimizer(seg.model, "adamw", 1e-3, 1e-4, no_decay_1d=True).state_dict()  # timm's
     torch.save(ckpt, last)
     resumed = Trainer.resume(last, ["iterations=3"], task="segment")
     assert resumed.cfg.no_decay_1d is True and len(resumed.optimizer.param_groups) == 2
-
-
-def _two_group_state(trainer, state):
-    """The optimizer state a run with timm's two groups would have saved (the same parameters)."""
-    from fatvit.train import create_optimizer
-
-    two = create_optimizer(trainer.model, "adamw", 1e-3, 1e-4, no_decay_1d=True)
-    return two.state_dict()
 
 
 def test_detection_training_leaves_out_empty_images_and_groups_batches_by_aspect_ratio(scenes, tmp_path, caplog):

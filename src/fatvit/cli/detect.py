@@ -178,13 +178,15 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ..detection.export import check_detector_onnx, check_images, export_detector
+    from ..detection.export import check_detector_onnx, check_detector_opset, check_images, export_detector
     from ..detection.inference import load_detector
     from ..files import check_output_file
     from ..predictions import find_images
 
+    # everything that can be refused is, before the model is loaded and exported
     output = check_output_file(args.output, "--output", args.overwrite)
-    images = find_images(args.images) if args.images else []
+    check_detector_opset(args.opset, "--opset")
+    images = check_images(find_images(args.images) if args.images else [])
     model, meta = load_detector(args.checkpoint, args.ema)
     keys = ("model", "model_kwargs", "num_classes", "classes", "category_ids", "min_size", "max_size",
             "detections_per_img", "score_thresh", "mean", "std")  # fmt: skip
@@ -192,7 +194,7 @@ def run_export(args: argparse.Namespace) -> int:
     metadata.update(task="detect", label_offset=model.label_offset, weights=str(args.checkpoint))
     with checked_file(output) as partial:
         export_detector(model, partial, opset=args.opset, metadata=metadata)
-        records = check_detector_onnx(partial, model, check_images(images))
+        records = check_detector_onnx(partial, model, images)
         bad = [r for r in records if not r["labels_equal"] or r["max_score_diff"] > SCORE_TOLERANCE
                or r["max_box_diff"] > BOX_TOLERANCE]  # fmt: skip
         if bad:

@@ -29,13 +29,30 @@ from ..deploy import deploy
 from ..errors import FatvitError
 from ..export import write_onnx
 
-__all__ = ["OPSETS", "export_detector", "check_detector_onnx", "check_images", "match_detections"]
+__all__ = [
+    "OPSETS",
+    "check_detector_opset",
+    "export_detector",
+    "check_detector_onnx",
+    "check_images",
+    "match_detections",
+]
 
 #: The opsets the exporter writes a detector in (torchvision's NMS needs 11).
 OPSETS = (11, 23)
 
 #: The image sizes (height, width) of the default check set: square, odd, portrait.
 CHECK_SIZES: Tuple[Tuple[int, int], ...] = ((128, 128), (97, 131), (150, 96))
+
+
+def check_detector_opset(opset: int, name: str = "opset") -> None:
+    """Check that a detector can be exported in ``opset`` (called ``name`` in the error), before any work.
+
+    Raises:
+        FatvitError: ``opset`` is outside :data:`OPSETS`.
+    """
+    if not OPSETS[0] <= opset <= OPSETS[1]:
+        raise FatvitError(f"{name} {opset}: a detector is exported in opsets {OPSETS[0]} to {OPSETS[1]}")
 
 
 def export_detector(
@@ -53,8 +70,7 @@ def export_detector(
     if not isinstance(model, RetinaNet):
         raise FatvitError(f"{getattr(model, 'config_name', type(model).__name__)}: only RetinaNet detectors are "
                           "exported (Mask R-CNN's mask pasting is not)")  # fmt: skip
-    if not OPSETS[0] <= opset <= OPSETS[1]:
-        raise FatvitError(f"opset {opset}: a detector is exported in opsets {OPSETS[0]} to {OPSETS[1]}")
+    check_detector_opset(opset)
     path = Path(path)
     deployed = deploy(model, channels_last=False, pointwise_linear=False)
     side = max(64, int(deployed.transform.min_size[0]))
@@ -85,13 +101,23 @@ def export_detector(
 
 def check_images(paths: Sequence[Path] = (), seed: int = 0) -> List[Tuple[str, torch.Tensor]]:
     """The check set: the given image files (as the detector reads them), or seeded random images of
-    :data:`CHECK_SIZES`; each as (name, 3 x H x W float tensor in [0, 1])."""
+    :data:`CHECK_SIZES`; each as (name, 3 x H x W float tensor in [0, 1]).
+
+    Raises:
+        FatvitError: a file cannot be read as an image.
+    """
     from ..data import load_rgb
     from .data import detection_transform
 
     if paths:
         to_tensor = detection_transform(False)
-        return [(str(p), to_tensor(load_rgb(str(p)), {})[0]) for p in paths]
+        images = []
+        for path in paths:
+            try:
+                images.append((str(path), to_tensor(load_rgb(str(path)), {})[0]))
+            except Exception as err:  # truncated, corrupt or unreadable file
+                raise FatvitError(f"cannot read check image {path}: {type(err).__name__}: {err}") from None
+        return images
     generator = torch.Generator().manual_seed(seed)
     return [(f"random {h}x{w}", torch.rand(3, h, w, generator=generator)) for h, w in CHECK_SIZES]
 

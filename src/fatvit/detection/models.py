@@ -26,6 +26,7 @@ from torchvision.models.detection import MaskRCNN, RetinaNet
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from ..catalog import DETECTORS
+from ..config import BOX_LOSSES
 from ..errors import FatvitError, unknown_choice
 from ..models.backbone import FPNFeatures, LastLevelP6P7FromC5, StageFeatures, load_backbone_weights
 from .rcnn import mmdet_two_stages
@@ -70,8 +71,8 @@ def build_detector(
         raise unknown_choice("detector", name, DETECTORS)
     if num_classes < 1:
         raise FatvitError(f"num_classes must be at least 1, got {num_classes}")
-    if box_loss not in ("l1", "smooth_l1"):
-        raise FatvitError(f"box_loss must be l1 or smooth_l1, got {box_loss!r}")
+    if box_loss not in BOX_LOSSES:
+        raise FatvitError(f"box_loss must be one of {', '.join(BOX_LOSSES)}, got {box_loss!r}")
     if min_size < 32 or max_size < min_size:
         raise FatvitError(f"need 32 <= min_size <= max_size, got min_size={min_size}, max_size={max_size}")
     cfg = DETECTORS[name]

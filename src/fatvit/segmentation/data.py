@@ -28,7 +28,7 @@ from __future__ import annotations
 import random
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -182,6 +182,14 @@ def _convert(x: torch.Tensor, alpha: float = 1.0, beta: float = 0.0) -> torch.Te
     return (x.float() * alpha + beta).clamp(0, 255).to(torch.uint8)
 
 
+def _in_hsv(x: torch.Tensor, channel: int, change: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """A uint8 RGB image with one channel of its HSV form (0 hue, 1 saturation; in [0, 1]) changed, back to
+    uint8 RGB, rounded."""
+    hsv = _rgb_to_hsv(x.float() / 255)
+    hsv[channel] = change(hsv[channel])
+    return _convert(_hsv_to_rgb(hsv) * 255 + 0.5)
+
+
 def _normalize(img: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     return TF.normalize(img.float() / 255.0, list(mean), list(std))
 
@@ -239,13 +247,9 @@ class SegmentationTrainTransform:
         if contrast_first:
             x = contrast(x)
         if random.random() < 0.5:
-            hsv = _rgb_to_hsv(x.float() / 255)
-            hsv[1] = (hsv[1] * random.uniform(0.5, 1.5)).clamp(0, 1)
-            x = _convert(_hsv_to_rgb(hsv) * 255 + 0.5)  # back to uint8, rounded
+            x = _in_hsv(x, 1, lambda s: (s * random.uniform(0.5, 1.5)).clamp(0, 1))
         if random.random() < 0.5:
-            hsv = _rgb_to_hsv(x.float() / 255)
-            hsv[0] = (hsv[0] + random.randint(-18, 17) / 180) % 1.0
-            x = _convert(_hsv_to_rgb(hsv) * 255 + 0.5)
+            x = _in_hsv(x, 0, lambda h: (h + random.randint(-18, 17) / 180) % 1.0)
         if not contrast_first:
             x = contrast(x)
         return x
