@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 
 import pytest
 from PIL import Image
@@ -14,6 +15,7 @@ from PIL import Image
 from conftest import REPO, cli_error
 from fatvit.benchmark import PEER_TOP1, run_benchmark, time_interleaved
 from fatvit.cli import main
+from fatvit.errors import FatvitError
 
 
 def _load(name: str):
@@ -197,3 +199,19 @@ def test_dense_latency_benchmark_reports_ratios_to_resnet18_and_to_eager(capsys)
     onnx = rows[2]
     assert onnx["ratio_to_eager"] == pytest.approx(onnx["median_ms"] / rows[0]["median_ms"], rel=0.02)
     assert json.loads(capsys.readouterr().out) == rows
+
+
+def test_openvino_mode_times_the_onnx_file_checked_against_pytorch(monkeypatch, capsys):
+    pytest.importorskip("openvino", reason="the openvino extra (in dev)")
+    import fatvit.benchmark as bench
+
+    records = run_benchmark(["fat_b0", "edgenext_x_small"], modes=["openvino"], batch_sizes=[1], rounds=2, warmup=0,
+                            img_size=64)  # fmt: skip
+    assert [(r["model"], r["mode"]) for r in records] == [("fat_b0", "openvino"), ("edgenext_x_small", "openvino")]
+    assert records[0]["ratio"] == 1.0 and records[1]["median_ms"] > 0
+    monkeypatch.setattr(bench, "OPENVINO_TOLERANCE", -1.0)  # any difference, even none, is now too large
+    with pytest.raises(FatvitError, match="fat_b0: OpenVINO's outputs differ from PyTorch's"):
+        run_benchmark(["fat_b0"], modes=["openvino"], batch_sizes=[1], rounds=1, warmup=0, img_size=64)
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    line = cli_error(capsys, ["benchmark", "--models", "fat_b0", "--modes", "openvino", "--img-size", "64"])
+    assert line == "fatvit: error: openvino is not installed: pip install 'fatvit[openvino]'"

@@ -11,7 +11,15 @@ from PIL import Image
 from timm.data import create_transform
 
 from conftest import make_image_folder
-from fatvit.data import ResumableSampler, SafeImageFolder, SeededDataset, build_splits, digits_splits, load_rgb
+from fatvit.data import (
+    ResumableSampler,
+    SafeImageFolder,
+    SeededDataset,
+    build_splits,
+    digits_splits,
+    find_split,
+    load_rgb,
+)
 
 
 def test_every_format_is_read_as_rgb(tmp_path):
@@ -135,3 +143,23 @@ def test_usable_cores_is_the_affinity_mask():
     from fatvit.data import usable_cores
 
     assert usable_cores() == len(os.sched_getaffinity(0)) >= 1
+
+
+@pytest.mark.parametrize(("train_name", "val_name"), [("train", "validation"), ("training", "valid"),
+                                                      ("train", "eval"), ("train", "evaluation")])  # fmt: skip
+def test_split_folders_are_found_under_timms_names(tmp_path, caplog, train_name, val_name):
+    data = make_image_folder(tmp_path / "d", n_train=2, n_val=1)
+    (data / "train").rename(data / train_name)
+    (data / "val").rename(data / val_name)
+    with caplog.at_level("INFO", logger="fatvit.train"):
+        splits = build_splits(str(data))
+    assert (len(splits.train), len(splits.val)) == (6, 3) and splits.classes == ["cat", "dog", "owl"]
+    assert f"training images from {data / train_name}, validation images from {data / val_name}" in caplog.text
+    assert {p.split("/")[-3] for p, _ in splits.val.samples} == {val_name}
+
+
+def test_val_is_taken_before_its_synonyms(tmp_path):
+    data = make_image_folder(tmp_path / "d", n_train=2, n_val=1)
+    (data / "validation" / "cat").mkdir(parents=True)  # an empty synonym beside val/ is not read
+    assert find_split(data, "val") == data / "val"
+    assert find_split(data / "val", "val") is None

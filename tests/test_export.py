@@ -57,11 +57,12 @@ def test_dynamic_dimensions_are_named(exported):
 
 
 @pytest.mark.parametrize("verb", ["eval", "predict"])
-def test_an_onnx_file_given_as_a_checkpoint_is_named_as_an_export(exported, capsys, verb, tmp_path):
+def test_an_onnx_file_without_fatvits_metadata_is_named_as_such(exported, capsys, verb, tmp_path):
     _, path = exported
     argv = [verb, "--checkpoint", str(path)] + ([str(tmp_path)] if verb == "predict" else [])
     line = cli_error(capsys, argv)
-    assert f"{path} is an ONNX export, not a checkpoint" in line and "corrupt" not in line
+    assert f"{path} is not a fatvit export: its metadata has no model, num_classes, input_size" in line
+    assert "(write it with fatvit export)" in line
 
 
 def test_static_export_fixes_the_shape(tmp_path):

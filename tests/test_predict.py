@@ -126,3 +126,16 @@ def test_find_images_order_and_hidden_files(tmp_path):
     assert [p.relative_to(tmp_path).as_posix() for p in find_images([tmp_path])] == ["a/1.jpg", "b/2.png"]
     # a file named directly is always tried, whatever its suffix
     assert find_images([tmp_path / "c.txt"]) == [tmp_path / "c.txt"]
+
+
+def test_eval_finds_an_evaluation_folder_and_names_it(digits_run, tmp_path, capsys):
+    """A root with evaluation/<class>/* (timm's name) is evaluated on that folder, which the log names."""
+    out, summary = digits_run
+    labels = write_held_out_digits(tmp_path / "flat")
+    for i, label in enumerate(labels):
+        (tmp_path / "root" / "evaluation" / str(label)).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "flat" / f"{i:03d}.png").rename(tmp_path / "root" / "evaluation" / str(label) / f"{i:03d}.png")
+    assert main(["eval", "--checkpoint", str(out / "last.pth"), "--data", str(tmp_path / "root"), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert f"fatvit: evaluating on {tmp_path / 'root' / 'evaluation'}" in captured.err
+    assert json.loads(captured.out)["top1"] == pytest.approx(summary["final_top1"])

@@ -9,7 +9,11 @@ Modes (:data:`MODES`):
 * ``compiled``: ``torch.compile`` (inductor, weights frozen) of the deployed form;
 * ``onnxruntime``: the deployed form (1x1 convs kept as convs, channels-first)
   exported to ONNX (:mod:`fatvit.export`) and run by ONNX Runtime's CPU
-  provider, with the shapes of the run fixed.
+  provider, with the shapes of the run fixed;
+* ``openvino`` (the ``openvino`` extra, not in the default modes): the same
+  ONNX file compiled by OpenVINO for the CPU (latency hint, float32, torch's
+  thread count), its outputs checked against PyTorch's first
+  (:data:`OPENVINO_TOLERANCE`).
 
 Within one mode and batch size every model is timed in the same rounds,
 interleaved in a shuffled order, so that the machine's drift falls on all of
@@ -39,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .catalog import AUTHORS_PREFIX, DEFAULT_MODELS, MODES
+from .catalog import ALL_MODES, AUTHORS_PREFIX, DEFAULT_MODELS, MODES
 from .deploy import compile_inference, deploy
 from .errors import FatvitError
 from .models import MODEL_CONFIGS
@@ -131,20 +135,28 @@ def prepare_runner(candidate: Candidate, mode: str, batch: int, workdir: Path) -
     Compilation and ONNX export happen here, and one call is made (under
     ``torch.inference_mode``, as the timing), so that the returned runner is warm.
     """
-    if mode not in MODES:
-        raise FatvitError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
+    if mode not in ALL_MODES:
+        raise FatvitError(f"unknown mode {mode!r}; modes: {', '.join(ALL_MODES)}")
     x = torch.randn(batch, 3, *candidate.input_size, generator=torch.Generator().manual_seed(0))
-    if mode == "onnxruntime":
+    if mode in ("onnxruntime", "openvino"):
         from .export import export_onnx, onnx_session
 
         path = workdir / f"{candidate.name.replace(':', '_')}_{batch}.onnx"
         model = _inference_form(candidate, for_onnx=True)
-        export_onnx(model, path, img_size=candidate.input_size, dynamic=False, batch=batch, fuse=False)
-        session = onnx_session(path, spinning=False)  # sessions take turns on the cores
-        feed = {session.get_inputs()[0].name: x.numpy()}
+        if mode == "openvino":
+            from .runtime import require
 
-        def run() -> Any:
-            return session.run(None, feed)
+            require("openvino", "openvino")  # before the export
+        export_onnx(model, path, img_size=candidate.input_size, dynamic=False, batch=batch, fuse=False)
+        if mode == "onnxruntime":
+            session = onnx_session(path, spinning=False)  # sessions take turns on the cores
+            feed = {session.get_inputs()[0].name: x.numpy()}
+
+            def run() -> Any:
+                return session.run(None, feed)
+
+        else:
+            run = _openvino_runner(path, model, x, candidate.name)
 
     else:
         model = candidate.model
@@ -160,6 +172,35 @@ def prepare_runner(candidate: Candidate, mode: str, batch: int, workdir: Path) -
 
     with torch.inference_mode():
         run()
+    return run
+
+
+#: Largest difference of OpenVINO's outputs from PyTorch's that ``openvino`` mode accepts: max abs, over the
+#: largest PyTorch output when that is above 1 (random weights give peers large logits).
+OPENVINO_TOLERANCE = 1e-4
+
+
+def _openvino_runner(path: Path, model: nn.Module, x: torch.Tensor, name: str) -> Callable[[], Any]:
+    """A runner of ``path`` compiled by OpenVINO, after checking its output on ``x`` against ``model``'s."""
+    import numpy as np
+
+    from .runtime import openvino_model
+
+    compiled = openvino_model(path)
+    request = compiled.create_infer_request()
+    feed = {0: np.ascontiguousarray(x.numpy())}
+    got = torch.from_numpy(np.array(request.infer(feed)[compiled.output(0)]))
+    with torch.inference_mode():
+        expected = model(x)
+    scale = max(1.0, float(expected.abs().max()))
+    difference = float((got - expected).abs().max())
+    if difference > OPENVINO_TOLERANCE * scale:
+        raise FatvitError(f"{name}: OpenVINO's outputs differ from PyTorch's by {difference:.2e} (over "
+                          f"{OPENVINO_TOLERANCE:g} x {scale:.3g})")  # fmt: skip
+
+    def run() -> Any:
+        return request.infer(feed)
+
     return run
 
 
@@ -239,8 +280,8 @@ def run_benchmark(
     the baseline has no record) and ``top1`` (ImageNet, None if unknown).
     """
     for mode in modes:
-        if mode not in MODES:
-            raise FatvitError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
+        if mode not in ALL_MODES:
+            raise FatvitError(f"unknown mode {mode!r}; modes: {', '.join(ALL_MODES)}")
     if not models:
         raise FatvitError("no models to benchmark")
     baseline = baseline or models[0]
@@ -303,7 +344,7 @@ def plot_latency(records: Sequence[Dict[str, Any]], path: Path, batch: int = 1) 
 
     from .files import atomic_write
 
-    modes = [m for m in MODES if any(r["mode"] == m and r["batch"] == batch for r in records)]
+    modes = [m for m in ALL_MODES if any(r["mode"] == m and r["batch"] == batch for r in records)]
     if not modes:
         raise FatvitError(f"no records at batch {batch} to plot")
     fig, axes = plt.subplots(1, len(modes), figsize=(4.2 * len(modes), 3.8), squeeze=False)

@@ -21,6 +21,8 @@ __all__ = [
     "PaperRow",
     "TABLES",
     "MODES",
+    "EXTRA_MODES",
+    "ALL_MODES",
     "DEFAULT_MODELS",
     "AUTHORS_PREFIX",
     "DEFAULT_OPSET",
@@ -149,6 +151,9 @@ TABLES: Dict[str, List[PaperRow]] = {
 # --- benchmark ---
 
 MODES = ("eager", "deployed", "compiled", "onnxruntime")
+#: Modes that need an optional extra, timed only when asked for.
+EXTRA_MODES = ("openvino",)
+ALL_MODES = MODES + EXTRA_MODES
 
 DEFAULT_FAT = ("fat_b0", "fat_b1", "fat_b2")
 DEFAULT_PEERS = ("mobilevit_xs", "edgenext_x_small", "edgenext_small", "efficientnet_b1", "efficientnet_b3")

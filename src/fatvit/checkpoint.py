@@ -174,6 +174,17 @@ def _read_safetensors(path: Path) -> Dict[str, Any]:
     return out
 
 
+def safetensors_record(path: PathLike) -> Dict[str, Any]:
+    """The fatvit record in a ``.safetensors`` file's header ({} if it has none or cannot be read), without
+    reading its tensors."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+        return dict(json.loads(header[SAFETENSORS_META_KEY])) if SAFETENSORS_META_KEY in header else {}
+    except Exception:  # a missing, foreign or corrupt file records nothing; its reader reports the problem
+        return {}
+
+
 def read_file(path: PathLike) -> Any:
     """The object stored in a checkpoint file, read without running any code from it.
 

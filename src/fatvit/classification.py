@@ -4,6 +4,7 @@ Mixup/CutMix and label smoothing, top-1/top-5."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -111,6 +112,13 @@ class ClassificationTask(Task):
 
     def summary(self, last: Dict[str, Any], best: Optional[float]) -> Dict[str, Any]:
         return dict(final_top1=last.get("val_top1"), final_top5=last.get("val_top5"), best_top1=best)
+
+    def save_model_files(self, model: nn.Module, folder: Path, meta: Dict[str, Any]) -> None:
+        """timm's ``config.json`` beside ``model.safetensors``: the run folder loads with
+        ``timm.create_model("local-dir:FOLDER", pretrained=True)`` (see :mod:`fatvit.hub`)."""
+        from .hub import TIMM_CONFIG, save_timm_config
+
+        save_timm_config(model, folder / TIMM_CONFIG, meta)
 
     def meta(self, model_kwargs: Dict[str, Any], classes: List[str], mean: Sequence[float],
              std: Sequence[float], model: nn.Module) -> Dict[str, Any]:  # fmt: skip

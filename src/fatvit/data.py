@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
@@ -42,9 +43,13 @@ __all__ = [
     "ResumableSampler",
     "collate_skipping",
     "Splits",
+    "SPLIT_NAMES",
+    "find_split",
     "build_splits",
     "make_loader",
 ]
+
+_log = logging.getLogger("fatvit.train")
 
 #: Image formats read from folders (torchvision's list, WebP and GIF included).
 EXTENSIONS = tuple(sorted(set(IMG_EXTENSIONS) | {".webp", ".gif"}))
@@ -179,28 +184,47 @@ class Splits:
     classes: List[str]
 
 
+#: The folder names of each split in a classification root, in the order they are looked for (timm's
+#: ``create_dataset`` looks for the same names).
+SPLIT_NAMES: Dict[str, Tuple[str, ...]] = {
+    "train": ("train", "training"),
+    "val": ("val", "valid", "validation", "eval", "evaluation"),
+}
+
+
+def find_split(root: Path, split: str) -> Optional[Path]:
+    """The folder of ``split`` (``train`` or ``val``) in ``root``: the first of :data:`SPLIT_NAMES` that exists,
+    or None."""
+    return next((root / name for name in SPLIT_NAMES[split] if (root / name).is_dir()), None)
+
+
 def build_splits(data: Optional[str]) -> Splits:
-    """Train and val datasets (transforms unset) from ``data/train`` and ``data/val``, or the digits set."""
+    """Train and val datasets (transforms unset) from ``data``'s split folders (``train/`` or ``training/``;
+    ``val/``, ``valid/``, ``validation/``, ``eval/`` or ``evaluation/``), or the digits set."""
     if data is None:
         train, val = digits_splits()
         return Splits(train, val, train.classes)
     root = Path(data)
     if not root.is_dir():
         raise FatvitError(f"data folder not found: {root}")
-    for split in ("train", "val"):
-        if not (root / split).is_dir():
+    folders = {}
+    for split, names in SPLIT_NAMES.items():
+        folders[split] = find_split(root, split)
+        if folders[split] is None:
             raise FatvitError(
-                f"{root} has no {split}/ folder (expected {root}/train/<class>/* and {root}/val/<class>/*)"
+                f"{root} has no {names[0]}/ folder (nor {', '.join(n + '/' for n in names[1:])}; expected "
+                f"{root}/train/<class>/* and {root}/val/<class>/*)"
             )
-    train, val = SafeImageFolder(root / "train"), SafeImageFolder(root / "val")
+    _log.info("data: training images from %s, validation images from %s", folders["train"], folders["val"])
+    train, val = SafeImageFolder(folders["train"]), SafeImageFolder(folders["val"])
     if train.classes != val.classes:
         only_train = sorted(set(train.classes) - set(val.classes))
         only_val = sorted(set(val.classes) - set(train.classes))
         parts = []
         if only_train:
-            parts.append(f"in train but not in val: {', '.join(only_train)}")
+            parts.append(f"in {folders['train'].name} but not in {folders['val'].name}: {', '.join(only_train)}")
         if only_val:
-            parts.append(f"in val but not in train: {', '.join(only_val)}")
+            parts.append(f"in {folders['val'].name} but not in {folders['train'].name}: {', '.join(only_val)}")
         raise FatvitError(f"train and val classes differ ({'; '.join(parts)})")
     return Splits(train, val, train.classes)
 

@@ -201,9 +201,21 @@ def onnx_session(path: str | os.PathLike, threads: Optional[int] = None, spinnin
 
 
 def read_onnx_metadata(path: str | os.PathLike) -> Dict[str, Any]:
-    """The ``metadata_props`` of an ONNX file written by :func:`export_onnx`, decoded from JSON."""
-    meta = onnx_session(path).get_modelmeta().custom_metadata_map
-    return {key: json.loads(value) for key, value in meta.items()}
+    """The ``metadata_props`` of an ONNX file written by :func:`export_onnx`, decoded from JSON.
+
+    Raises:
+        FatvitError: the file cannot be read as ONNX, or a value is not JSON.
+    """
+    import onnx
+
+    try:
+        props = onnx.load(str(path), load_external_data=False).metadata_props
+    except Exception as err:  # OSError, protobuf's DecodeError
+        raise FatvitError(f"{path}: cannot be read as an ONNX file: {str(err).strip().splitlines()[0]}") from err
+    try:
+        return {p.key: json.loads(p.value) for p in props}
+    except json.JSONDecodeError as err:
+        raise FatvitError(f"{path}: its metadata is not fatvit's (a value is not JSON: {err})") from None
 
 
 def check_onnx(

@@ -25,7 +25,15 @@ from .errors import FatvitError
 from .evaluate import eval_transform
 from .models import create_model
 
-__all__ = ["INFERENCE_KEYS", "Classifier", "inference_config", "load_classifier", "read_class_names"]
+__all__ = [
+    "INFERENCE_KEYS",
+    "Classifier",
+    "inference_config",
+    "load_classifier",
+    "is_exported",
+    "load_exported",
+    "read_class_names",
+]
 
 
 @dataclass
@@ -123,22 +131,33 @@ def load_classifier(
     classes: Optional[Sequence[str]] = None,
     keys: Sequence[str] = INFERENCE_KEYS,
     purpose: str = "inference",
+    runtime: Optional[str] = None,
 ) -> Classifier:
     """Build the model a file records, load its weights and make its evaluation transform.
 
+    An ``.onnx`` file (written by ``fatvit export``) is run by ``runtime`` instead (see :func:`load_exported`).
+
     Args:
-        checkpoint: a fatvit checkpoint or ``.safetensors`` export, or an authors' file.
+        checkpoint: a fatvit checkpoint or ``.safetensors`` export, an authors' file, or an ``.onnx`` export.
         typed: config values from flags (``model``, ``img_size``, ...), over the file's record.
         overrides: ``KEY=VALUE`` strings (``--set``), over both.
         use_ema: the EMA weights of a training checkpoint.
         classes: class names by output index, over the file's.
         keys: the config keys the caller accepts.
         purpose: what the settings are for, in error messages (``eval``, ``predict``, ...).
+        runtime: for an ``.onnx`` file, ``onnxruntime`` (default) or ``openvino``; other files run in PyTorch.
 
     Raises:
         FatvitError: an unreadable file, weights that do not fit the model, bad settings, or
             class names whose number differs from the model's outputs.
     """
+    if is_exported(checkpoint):
+        if use_ema:
+            raise FatvitError(f"{checkpoint} is an exported model: it holds one set of weights (--ema applies to "
+                              "training checkpoints)")  # fmt: skip
+        return load_exported(checkpoint, runtime or "onnxruntime", typed, overrides, classes, keys, purpose)
+    if runtime is not None:
+        raise FatvitError(f"--runtime {runtime} runs exported .onnx files; {checkpoint} runs in PyTorch")
     state_dict, meta = read_checkpoint(checkpoint, use_ema=use_ema)
     if meta.get("task") in ("detect", "segment"):
         task = meta["task"]
@@ -169,3 +188,75 @@ def load_classifier(
         std=tuple(meta["std"]) if "std" in meta else None,
     )
     return Classifier(model, transform, cfg, num_classes, names, str(checkpoint), dict(meta), given)
+
+
+def is_exported(path: PathLike) -> bool:
+    """Whether ``path`` names an exported model (an ``.onnx`` file) rather than PyTorch weights."""
+    return Path(path).suffix.lower() == ".onnx"
+
+
+def load_exported(
+    path: PathLike,
+    runtime: str = "onnxruntime",
+    typed: Optional[Mapping[str, Any]] = None,
+    overrides: Sequence[str] = (),
+    classes: Optional[Sequence[str]] = None,
+    keys: Sequence[str] = INFERENCE_KEYS,
+    purpose: str = "inference",
+    threads: Optional[int] = None,
+) -> Classifier:
+    """An ONNX file written by ``fatvit export``, run by ``runtime``, as a :class:`Classifier`.
+
+    The file's metadata gives the model's name, class names and preprocessing
+    (input size, crop, interpolation, mean, std); ``typed`` and ``overrides``
+    win over the size, crop and interpolation, as for a checkpoint. The model
+    and its arguments are fixed in the file. It runs on the CPU.
+
+    Raises:
+        FatvitError: not a fatvit export (no model or preprocessing in its metadata), a dense model's file,
+            settings that the file fixes or cannot take, or a runtime that is missing or cannot load it.
+    """
+    from timm.data import create_transform
+
+    from .export import read_onnx_metadata
+    from .runtime import RuntimeModel
+
+    meta = read_onnx_metadata(path)
+    if meta.get("task") in ("detect", "segment"):
+        raise FatvitError(f"{path} holds a {meta['task']!r} model exported to ONNX: fatvit {purpose} runs "
+                          "exported classifiers")  # fmt: skip
+    missing = [k for k in ("model", "num_classes", "input_size", "crop_pct", "interpolation", "mean", "std")
+               if k not in meta]  # fmt: skip
+    if missing:
+        raise FatvitError(f"{path} is not a fatvit export: its metadata has no {', '.join(missing)} "
+                          "(write it with fatvit export)")  # fmt: skip
+    record = {"model": meta["model"], "model_kwargs": meta.get("model_kwargs") or {},
+              "img_size": int(meta["input_size"][-1]), "crop_pct": meta["crop_pct"],
+              "interpolation": meta["interpolation"]}  # fmt: skip
+    cfg, given = inference_config(record, typed, overrides, keys, purpose)
+    for key in ("model", "model_kwargs"):
+        if getattr(cfg, key) != record[key]:
+            raise FatvitError(f"{path} is an exported {record['model']}: its {key} is fixed in the file "
+                              f"({record[key]!r}), not {getattr(cfg, key)!r}")  # fmt: skip
+    if cfg.device not in ("auto", "cpu"):
+        raise FatvitError(f"{path} runs on the CPU with {runtime} (device {cfg.device!r} cannot run it)")
+    cfg = dataclasses.replace(cfg, device="cpu", channels_last=False)
+    model = RuntimeModel(path, runtime, threads).eval()
+    height, width = model.input_shape[2:4] if len(model.input_shape) == 4 else (None, None)
+    if (height is not None and height != cfg.img_size) or (width is not None and width != cfg.img_size):
+        raise FatvitError(f"{path} is a static export for {height}x{width} inputs: it cannot take img_size "
+                          f"{cfg.img_size}")  # fmt: skip
+    num_classes = int(meta["num_classes"])
+    names = list(classes) if classes is not None else (list(meta["classes"]) if meta.get("classes") else None)
+    if names is not None and len(names) != num_classes:
+        raise FatvitError(f"{path} classifies {num_classes} classes, but {len(names)} class names were given")
+    transform = create_transform(
+        input_size=(3, cfg.img_size, cfg.img_size),
+        crop_pct=cfg.crop_pct,
+        crop_mode=meta.get("crop_mode", "center"),
+        interpolation=cfg.interpolation,
+        mean=tuple(meta["mean"]),
+        std=tuple(meta["std"]),
+        is_training=False,
+    )
+    return Classifier(model, transform, cfg, num_classes, names, str(path), dict(meta), given)

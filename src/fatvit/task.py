@@ -13,6 +13,7 @@ one by the config's ``task``.
 from __future__ import annotations
 
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -104,6 +105,10 @@ class Task:
     def summary(self, last: Dict[str, Any], best: Optional[float]) -> Dict[str, Any]:
         """What ``summary.json`` adds for this task, from the last epoch's row and the best primary metric."""
         raise NotImplementedError
+
+    def save_model_files(self, model: nn.Module, folder: Path, meta: Dict[str, Any]) -> None:
+        """Write the files besides ``model.safetensors`` that make the run folder usable elsewhere (none by
+        default)."""
 
     def meta(self, model_kwargs: Dict[str, Any], classes: List[str], mean: Sequence[float],
              std: Sequence[float], model: nn.Module) -> Dict[str, Any]:  # fmt: skip

@@ -69,7 +69,7 @@ _log = logging.getLogger("fatvit.train")
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 #: What a run writes in its folder (``overwrite`` replaces exactly these).
-RUN_FILES = ("last.pth", "best.pth", "model.safetensors", "metrics.csv", "steps.csv", "summary.json",
+RUN_FILES = ("last.pth", "best.pth", "model.safetensors", "config.json", "metrics.csv", "steps.csv", "summary.json",
              "training_curves.png", "tensorboard")  # fmt: skip
 
 #: The files a run holds that can resume or use it; a folder without any of them holds no work to keep.
@@ -81,7 +81,7 @@ RESUME_CHANGEABLE = ("epochs", "iterations", "data", "workers", "device", "log_e
 
 
 #: What a run writes before its first checkpoint: its logs (``summary.json`` comes only after a checkpoint).
-LOG_FILES = tuple(n for n in RUN_FILES if n not in CHECKPOINT_FILES and n != "summary.json")
+LOG_FILES = tuple(n for n in RUN_FILES if n not in CHECKPOINT_FILES and n not in ("summary.json", "config.json"))
 
 
 def _is_leftover(name: str) -> bool:
@@ -717,9 +717,12 @@ class Trainer:
 
     def _stop(self, finished: bool) -> Dict[str, Any]:
         """What every stop writes, finished or stopped by ``max_steps``: ``model.safetensors`` (the weights as
-        they are, with the record to use them) and ``summary.json``; returns the summary."""
+        they are, with the record to use them), the task's other model files (a classifier's ``config.json``)
+        and ``summary.json``; returns the summary."""
         if self.dist.is_main:
-            save_safetensors(self.model, self.out / "model.safetensors", meta=self.meta())
+            meta = self.meta()
+            save_safetensors(self.model, self.out / "model.safetensors", meta=meta)
+            self.task.save_model_files(self.model, self.out, meta)
         return self._summary(finished)
 
     def _summary(self, finished: bool) -> Dict[str, Any]:
@@ -745,7 +748,10 @@ class Trainer:
             skipped_images=self.skipped_images,
             output=str(self.out),
             checkpoints=dict(
-                last=existing("last.pth"), best=existing("best.pth"), safetensors=existing("model.safetensors")
+                last=existing("last.pth"),
+                best=existing("best.pth"),
+                safetensors=existing("model.safetensors"),
+                timm_config=existing("config.json"),
             ),
             metrics_csv=existing("metrics.csv"),
             steps_csv=existing("steps.csv"),

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ..catalog import AUTHORS_PREFIX, DEFAULT_MODELS, MODES
+from ..catalog import ALL_MODES, AUTHORS_PREFIX, DEFAULT_MODELS, MODES
 from ..errors import FatvitError
 from ..files import check_output_file
 from .format import positive_int, render_table
@@ -22,7 +22,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
             "the ratio to the baseline model measured in that same mode and batch. Modes: eager (the model as "
             "built), deployed (fatvit.deploy for FAT; timm's reparameterize_model and channels-last for peers), "
             "compiled (torch.compile of the deployed form, frozen weights), onnxruntime (ONNX export of the "
-            f"deployed form, ONNX Runtime CPU). {AUTHORS_PREFIX}fat_b0 runs FAT-B0 as the authors' released code "
+            "deployed form, ONNX Runtime CPU) and, when asked for, openvino (the same ONNX file compiled by OpenVINO "
+            "for the CPU, latency hint, --threads threads, outputs checked against PyTorch; pip install "
+            f"'fatvit[openvino]'). {AUTHORS_PREFIX}fat_b0 runs FAT-B0 as the authors' released code "
             "does (in deployed mode too: it has no inference form). Weights are random: only speed is measured."
         ),
     )
@@ -33,8 +35,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
         metavar="NAME",
         help=f"FAT sizes, {AUTHORS_PREFIX}SIZE, timm model names (default: {' '.join(DEFAULT_MODELS)})",
     )
-    p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES, metavar="MODE",
-                   help=f"{', '.join(MODES)} (default: all)")  # fmt: skip
+    p.add_argument("--modes", nargs="+", default=list(MODES), choices=ALL_MODES, metavar="MODE",
+                   help=f"{', '.join(ALL_MODES)} (default: {' '.join(MODES)})")  # fmt: skip
     p.add_argument("--batch-sizes", nargs="+", type=positive_int, default=[1, 16], metavar="N",
                    help="batch sizes (default: 1 16)")  # fmt: skip
     p.add_argument("--rounds", type=positive_int, default=20, help="timed rounds (default: 20)")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from ..config import INFERENCE_KEYS
 from ..errors import FatvitError
-from .model_options import add_model_options, typed_values
+from .model_options import add_model_options, add_runtime_option, typed_values
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
@@ -16,18 +17,21 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
         name,
         help=help,
         description=(
-            "Top-1, top-5, loss and images/s of a model on a validation folder (DATA/<class>/* or DATA/val/<class>/*) "
-            "or on the embedded digits set's held-out split. Reads fatvit checkpoints and .safetensors exports "
-            "(model, classes and preprocessing from the file's own record) and the authors' files (give --model, "
-            "and model arguments with --set model_kwargs.NAME=VALUE). Flags and --set win over the record."
+            "Top-1, top-5, loss and images/s of a model on a validation folder (DATA/<class>/*, or DATA/val/<class>/* "
+            "where DATA has val/, valid/, validation/, eval/ or evaluation/) or on the embedded digits set's held-out "
+            "split. Reads fatvit checkpoints and .safetensors exports (model, classes and preprocessing from the "
+            "file's own record), the authors' files (give --model, and model arguments with --set "
+            "model_kwargs.NAME=VALUE) and .onnx files from fatvit export (run by --runtime). Flags and --set win over "
+            "the record."
         ),
     )
     add_model_options(p, INFERENCE_KEYS)
+    add_runtime_option(p)
     p.add_argument(
         "--json",
         action="store_true",
         help="print the result as JSON (keys model, checkpoint, data, top1, top5, loss, images, images_per_s, "
-        "skipped_images)",
+        "skipped_images, runtime)",
     )
     p.set_defaults(run=run)
 
@@ -35,21 +39,31 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..data import ResumableSampler, SafeImageFolder, SeededDataset, digits_splits, make_loader
+    from ..data import ResumableSampler, SafeImageFolder, SeededDataset, digits_splits, find_split, make_loader
     from ..distributed import pick_device
     from ..evaluate import evaluate
     from ..inference import load_classifier
 
     loaded = load_classifier(
-        args.checkpoint, typed_values(args), args.overrides, use_ema=args.ema, keys=INFERENCE_KEYS, purpose="eval"
+        args.checkpoint,
+        typed_values(args),
+        args.overrides,
+        use_ema=args.ema,
+        keys=INFERENCE_KEYS,
+        purpose="eval",
+        runtime=args.runtime,
     )
     cfg, model, num_classes, name = loaded.config, loaded.model, loaded.num_classes, loaded.name
+    runtime = getattr(model, "runtime", "pytorch")
     if cfg.data is None:
         _, val = digits_splits()
         where = "the digits held-out split"
     else:
         root = Path(cfg.data)
-        val = SafeImageFolder(root / "val" if (root / "val").is_dir() else root)
+        split = find_split(root, "val")
+        if split is not None:
+            print(f"fatvit: evaluating on {split}", file=sys.stderr)
+        val = SafeImageFolder(split or root)
         where = str(root)
     if len(val.classes) != num_classes:
         raise FatvitError(f"{args.checkpoint} classifies {num_classes} classes, but {where} has {len(val.classes)}")
@@ -68,11 +82,13 @@ def run(args: argparse.Namespace) -> int:
         model = model.to(memory_format=torch.channels_last)
     result = evaluate(model, loader, device, channels_last=cfg.channels_last)
     if args.json:
-        print(json.dumps(dict(model=name, checkpoint=args.checkpoint, data=where, **result.as_dict()), indent=2))
+        record = dict(model=name, checkpoint=args.checkpoint, data=where, **result.as_dict(), runtime=runtime)
+        print(json.dumps(record, indent=2))
     else:
         skipped = f", {result.skipped_images} unreadable skipped" if result.skipped_images else ""
+        shown = name if runtime == "pytorch" else f"{name} in {runtime}"
         print(
-            f"{name} on {where}: top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  loss {result.loss:.4f}  "
+            f"{shown} on {where}: top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  loss {result.loss:.4f}  "
             f"({result.images} images{skipped}, {result.images_per_s:.1f} images/s)"
         )
     return 0

@@ -54,7 +54,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..explain import explain_image, map_notes, plot_explanation
-    from ..inference import load_classifier, read_class_names
+    from ..inference import is_exported, load_classifier, read_class_names
 
     image = Path(args.image)
     if not image.is_file():
@@ -62,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
     figure_path = check_output_dir(args.output) / f"{image.stem}_explain.png"
     if figure_path.exists() and not args.overwrite:
         raise FatvitError(f"{figure_path} exists; give --overwrite to replace it")
+    if is_exported(args.checkpoint):
+        raise FatvitError(f"{args.checkpoint} is an exported model: fatvit explain reads FASA's gates and gradients "
+                          "from the PyTorch model (give its .pth or .safetensors)")  # fmt: skip
     classes = read_class_names(args.classes) if args.classes else None
     classifier = load_classifier(
         args.checkpoint, typed_values(args), args.overrides, args.ema, classes, EXPLAIN_KEYS, purpose="explain"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+from typing import Any
 
 from ..catalog import CHECK_SHAPES, DEFAULT_OPSET
 from ..errors import FatvitError
@@ -26,14 +28,20 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
             "Writes the model's deployed form (BatchNorm and residuals folded) as ONNX, with batch, height and width "
             "dynamic (unless --static), and its preprocessing and class names in the file's metadata. The file is "
             "checked with onnx.checker, then run with ONNX Runtime on several input sizes against PyTorch: a "
-            f"difference over {TOLERANCE:g} is an error and the file is removed."
+            f"difference over {TOLERANCE:g} is an error and the file is removed. With --format timm, writes timm's "
+            "hub format instead: a folder with model.safetensors and config.json (architecture, num_classes, "
+            "label_names, pretrained_cfg with the preprocessing), which timm.create_model('local-dir:FOLDER', "
+            "pretrained=True) builds."
         ),
     )
     p.add_argument("--model", default=None, help="FAT size (default: the checkpoint's record, else fat_b0)")
     p.add_argument("--checkpoint", default=None, help="weights: .pth (fatvit or the authors') or .safetensors "
                    "(default: none, random weights)")  # fmt: skip
     p.add_argument("--ema", action="store_true", help="use the EMA weights of a training checkpoint")
-    p.add_argument("--output", required=True, metavar="FILE.onnx", help="the ONNX file to write")
+    p.add_argument("--output", required=True, metavar="FILE.onnx|DIR",
+                   help="the ONNX file to write (with --format timm: the folder)")  # fmt: skip
+    p.add_argument("--format", choices=("onnx", "timm"), default="onnx",
+                   help="onnx (default), or timm's hub format (a folder: model.safetensors, config.json)")  # fmt: skip
     p.add_argument("--img-size", dest="img_size", type=positive_int, default=None,
                    help="input side traced and recorded (default: the record's, else the model's)")  # fmt: skip
     p.add_argument(
@@ -44,7 +52,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
         f"defines (default: {DEFAULT_OPSET})",
     )
     p.add_argument("--static", action="store_true", help="fix the input to 1 x 3 x img-size x img-size")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output file (--format timm: the folder's model.safetensors and "
+                   "config.json)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the check's records as JSON")
     add_set_option(p, f"set a config key ({', '.join(EXPORT_KEYS)}; model_kwargs.NAME for model arguments)")
     p.set_defaults(run=run)
@@ -57,8 +67,11 @@ def run(args: argparse.Namespace) -> int:
     from ..inference import inference_config, load_classifier
     from ..models import FAT, create_model
 
-    output = check_output_file(args.output, "--output", args.overwrite)
-    check_opset(args.opset, "--opset")  # before loading or exporting anything
+    if args.format == "timm":
+        output = _check_timm_folder(args.output, args.overwrite)
+    else:
+        output = check_output_file(args.output, "--output", args.overwrite)
+        check_opset(args.opset, "--opset")  # before loading or exporting anything
     typed = {k: getattr(args, k) for k in ("model", "img_size") if getattr(args, k) is not None}
     if args.checkpoint:
         classifier = load_classifier(args.checkpoint, typed, args.overrides, args.ema, None, EXPORT_KEYS, "export")
@@ -82,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint and classifier.meta.get("mean"):
         data["mean"], data["std"] = tuple(classifier.meta["mean"]), tuple(classifier.meta["std"])
     img_size = data["input_size"][-1]
+    if args.format == "timm":
+        return _write_timm(args, output, model, cfg, classes, data)
     metadata = {
         "model": cfg.model,
         "model_kwargs": cfg.model_kwargs,
@@ -89,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         "classes": classes,
         "input_size": list(data["input_size"]),
         "crop_pct": data["crop_pct"],
+        "crop_mode": data.get("crop_mode", "center"),
         "interpolation": data["interpolation"],
         "mean": list(data["mean"]),
         "std": list(data["std"]),
@@ -110,4 +126,42 @@ def run(args: argparse.Namespace) -> int:
         print(f"{output}: {cfg.model}, opset {args.opset}, {'static' if args.static else 'dynamic batch and size'}")
         rows = [["x".join(map(str, r["shape"])), f"{r['max_abs_diff']:.2e}"] for r in records]
         print(render_table(["input", "max |ONNX Runtime - PyTorch|"], rows))
+    return 0
+
+
+def _check_timm_folder(path: str, overwrite: bool) -> Path:
+    """The folder ``--format timm`` writes: new, empty, or holding the two files and ``--overwrite``."""
+    from ..files import check_output_dir
+    from ..hub import TIMM_CONFIG
+
+    folder = check_output_dir(path)
+    held = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    if not held:
+        return folder
+    ours = [name for name in held if name in ("model.safetensors", TIMM_CONFIG)]
+    if ours and not overwrite:
+        raise FatvitError(f"--output {folder} holds {', '.join(ours)}; give --overwrite to replace them")
+    return folder
+
+
+def _write_timm(args: argparse.Namespace, folder: Path, model: Any, cfg: Any, classes: Any, data: dict) -> int:
+    from ..hub import save_timm_folder
+
+    meta = {
+        "model": cfg.model,
+        "model_kwargs": dict(cfg.model_kwargs),
+        "num_classes": model.num_classes,
+        "classes": list(classes) if classes else None,
+        "img_size": int(data["input_size"][-1]),
+        "crop_pct": float(data["crop_pct"]),
+        "interpolation": data["interpolation"],
+        "mean": [float(m) for m in data["mean"]],
+        "std": [float(s) for s in data["std"]],
+    }
+    save_timm_folder(model, folder, meta)
+    if args.json:
+        print(json.dumps(dict(output=str(folder), format="timm", files=["model.safetensors", "config.json"])))
+    else:
+        print(f"{folder}: {cfg.model} in timm's format (model.safetensors, config.json); load it with "
+              f"timm.create_model('local-dir:{folder}', pretrained=True) after import fatvit")  # fmt: skip
     return 0

@@ -40,7 +40,12 @@ def add_model_options(
 ) -> None:
     """``--checkpoint``, ``--ema``, a flag for each of ``keys`` that has one, ``--channels-last`` and ``--set``;
     ``defaults`` words the defaults that differ from the other verbs'."""
-    p.add_argument("--checkpoint", required=True, help="weights: .pth (fatvit or the authors') or .safetensors")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="weights: .pth (fatvit or the authors') or .safetensors; eval and predict also take .onnx files from "
+        "fatvit export",
+    )
     for key, kind in SHORTCUTS.items():
         if key in keys:
             p.add_argument(
@@ -67,3 +72,14 @@ def typed_values(args: argparse.Namespace) -> Dict[str, Any]:
     if getattr(args, "channels_last", None) is not None:
         typed["channels_last"] = args.channels_last
     return typed
+
+
+def add_runtime_option(p: argparse.ArgumentParser) -> None:
+    """``--runtime``: what runs an ``.onnx`` file given as ``--checkpoint``."""
+    p.add_argument(
+        "--runtime",
+        choices=("onnxruntime", "openvino"),
+        default=None,
+        help="for an .onnx file from fatvit export: the runtime that runs it, on the CPU (default: onnxruntime; "
+        "openvino needs pip install 'fatvit[openvino]'); model, classes and preprocessing come from its metadata",
+    )

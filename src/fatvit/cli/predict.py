@@ -12,7 +12,7 @@ from ..errors import FatvitError
 from ..files import check_output_file
 from ..reporting import write_csv
 from .format import positive_int, render_table
-from .model_options import add_model_options, typed_values
+from .model_options import add_model_options, add_runtime_option, typed_values
 
 #: Config keys that apply to predictions (no data set: the images are the arguments).
 PREDICT_KEYS = tuple(k for k in INFERENCE_KEYS if k != "data")
@@ -24,12 +24,14 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
         help=help,
         description=(
             "The top-k classes, with probabilities, of each image given (files, and folders searched recursively), "
-            "preprocessed as the checkpoint records. Prints a table, or JSON records (--json: path and topk, a list "
+            "preprocessed as the checkpoint records (an .onnx file from fatvit export runs in --runtime). "
+            "Prints a table, or JSON records (--json: path and topk, a list "
             "of class/prob), or writes a CSV (--csv). Unreadable files are reported on stderr and skipped."
         ),
     )
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and folders")
     add_model_options(p, PREDICT_KEYS, {"workers": "default: 0, images read in this process"})
+    add_runtime_option(p)
     p.add_argument("--topk", type=positive_int, default=5, help="classes per image (default: 5)")
     p.add_argument(
         "--classes",
@@ -61,7 +63,14 @@ def run(args: argparse.Namespace) -> int:
     csv_path = check_output_file(args.csv, "--csv", args.overwrite) if args.csv else None
     classes = read_class_names(args.classes) if args.classes else None
     classifier = load_classifier(
-        args.checkpoint, typed_values(args), args.overrides, args.ema, classes, PREDICT_KEYS, purpose="predict"
+        args.checkpoint,
+        typed_values(args),
+        args.overrides,
+        args.ema,
+        classes,
+        PREDICT_KEYS,
+        purpose="predict",
+        runtime=args.runtime,
     )
     classifier.class_names()  # an error now, before reading any image, if the file records none
 

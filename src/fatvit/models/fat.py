@@ -10,17 +10,20 @@ The state-dict layout is the authors' (``patch_embed``, ``layers.{i}.blocks.{j}`
 """
 
 import warnings
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.utils.checkpoint
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, GroupNorm1, calculate_drop_path_rates, trunc_normal_
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 from timm.models._features import feature_take_indices
 from torch import nn
 
+from ..errors import FatvitError
 from ..layers import (
     FASA,
     ConvFFN,
@@ -43,6 +46,7 @@ __all__ = [
     "ATTENTIONS",
     "HEAD_INITS",
     "InteractionMismatchWarning",
+    "checkpoint_filter_fn",
     "model_names",
     "token_mixer",
 ]
@@ -498,6 +502,22 @@ class FAT(nn.Module):
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
 
+    @torch.jit.ignore
+    def load_pretrained(self, path: str) -> None:
+        """Load the weights of a file (timm's ``pretrained_cfg_overlay=dict(file=path)``): a fatvit checkpoint
+        (its model weights), a ``.safetensors`` file or the authors' ``.pth``, read with fatvit's safe reader. The
+        file's recorded interaction is checked against this model's; a classifier for another number of
+        classes is left at its new values.
+
+        Raises:
+            fatvit.checkpoint.CheckpointError: the file cannot be read, or keys other than the classifier's
+                do not fit.
+        """
+        from ..checkpoint import load_finetune  # the reader is above the models' layer
+
+        load_finetune(self, path, self.pretrained_cfg.get("architecture", type(self).__name__),
+                      [self.pretrained_cfg.get("classifier", "head") + "."])  # fmt: skip
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
@@ -653,14 +673,57 @@ def _cfg(**kwargs: Any) -> Dict[str, Any]:
 default_cfgs = generate_default_cfgs({name: _cfg() for name in MODEL_CONFIGS})
 
 
+def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
+    """The model weights in what timm read from a file (a ``local-dir:`` folder's ``model.safetensors``, a
+    ``state_dict`` overlay): a fatvit checkpoint's or the authors' ``model``/``state_dict`` entry, without the
+    prefixes of DistributedDataParallel (``module.``) and ``torch.compile`` (``_orig_mod.``). From a fatvit
+    folder, the FASA interaction its ``model.safetensors`` records goes with the weights, to be checked."""
+    for entry in ("model", "state_dict"):
+        if isinstance(state_dict.get(entry), Mapping):
+            state_dict = state_dict[entry]
+    out: Dict[str, torch.Tensor] = OrderedDict()
+    for key, value in state_dict.items():
+        for prefix in ("module.", "_orig_mod."):
+            key = key[len(prefix) :] if key.startswith(prefix) else key
+        out[key] = value
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    if cfg.get("source") == "local-dir" and cfg.get("file"):
+        # timm read the folder's model.safetensors: the interaction fatvit recorded in it is checked on load
+        from ..checkpoint import safetensors_record  # the reader is above the models' layer
+
+        record = interaction_record(safetensors_record(Path(cfg["file"]) / "model.safetensors").get("interaction"))
+        if record:
+            out._metadata = OrderedDict({"": record})  # type: ignore[attr-defined]
+    return out
+
+
+def _check_pretrained_source(name: str, kwargs: Mapping[str, Any]) -> None:
+    """With ``pretrained=True``, a source must be given: no FAT weights can be downloaded."""
+    cfg = resolve_pretrained_cfg(name, kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay"))
+    if not (cfg.file or cfg.state_dict or cfg.source == "local-dir" or cfg.url or cfg.hf_hub_id):
+        raise FatvitError(
+            f"{name}: no weights can be downloaded (none are published on a hub); give a file: "
+            f"timm.create_model({name!r}, pretrained=True, pretrained_cfg_overlay=dict(file=PATH)) with a fatvit "
+            "checkpoint, a .safetensors file or the authors' .pth, or timm.create_model('local-dir:RUN_FOLDER', "
+            "pretrained=True) for a fatvit run folder"
+        )
+
+
 def _create_fat(size: str, pretrained: bool = False, variant: str | None = None, **kwargs: Any) -> FAT:
     """Build FAT size ``size``; ``variant`` names a registered variant of it (its pretrained_cfg)."""
+    if pretrained:
+        _check_pretrained_source(variant or size, kwargs)
+        overlay = dict(kwargs.get("pretrained_cfg_overlay") or {})
+        if overlay.get("file"):  # read by FAT.load_pretrained (timm resets custom_load for a given file)
+            overlay.setdefault("custom_load", True)
+            kwargs["pretrained_cfg_overlay"] = overlay
     model_args = MODEL_CONFIGS[size].model_args()
     model_args.update(kwargs)
     return build_model_with_cfg(
         FAT,
         variant or size,
         pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3)),
         **model_args,
     )
