@@ -133,7 +133,7 @@ def test_errors_exit_1_without_traceback_from_a_shell(tmp_path):
 
 
 def test_every_stop_writes_the_same_files_and_the_summary_names_only_existing_ones(tmp_path, capsys):
-    """A --max-steps stop before any evaluation: last.pth, model.safetensors and summary.json, whose file
+    """A --max-steps stop before any evaluation: last.pth, model.safetensors, config.json and summary.json, whose file
     entries are the files there (null for best.pth, metrics.csv and the curves, which need an evaluation)."""
     data = make_image_folder(tmp_path / "data")
     out = tmp_path / "run"
@@ -141,10 +141,11 @@ def test_every_stop_writes_the_same_files_and_the_summary_names_only_existing_on
     assert main([*argv, "--max-steps", "2"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert not summary["finished"]
-    assert {p.name for p in out.iterdir()} == {"last.pth", "model.safetensors", "summary.json", "steps.csv",
-                                               "tensorboard"}  # fmt: skip
+    assert {p.name for p in out.iterdir()} == {"last.pth", "model.safetensors", "config.json", "summary.json",
+                                               "steps.csv", "tensorboard"}  # fmt: skip
     assert summary["checkpoints"] == dict(last=str(out / "last.pth"), best=None,
-                                          safetensors=str(out / "model.safetensors"))  # fmt: skip
+                                          safetensors=str(out / "model.safetensors"),
+                                          timm_config=str(out / "config.json"))  # fmt: skip
     assert (summary["metrics_csv"], summary["plot"], summary["steps_csv"]) == (None, None, str(out / "steps.csv"))
     capsys.readouterr()
     assert main(["predict", str(data / "val"), "--checkpoint", str(out / "model.safetensors"), "--json"]) == 0

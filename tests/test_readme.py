@@ -137,13 +137,23 @@ def _runnable(quick: bool) -> List[Example]:
 def test_the_classification_examples_run_as_written_in_a_fresh_copy(tmp_path):
     examples = _runnable(quick=True)
     commands = [fatvit_argv(c)[0] for _, kind, c in examples if kind == "bash"]
-    assert commands == ["train", "predict", "predict", "explain", "export", "export", "benchmark"]
-    assert sum(kind == "python" for _, kind, _ in examples) == 3
+    assert commands == ["train", "predict", "predict", "explain", "export", "export", "eval", "eval", "predict",
+                        "export", "benchmark"]  # fmt: skip
+    assert sum(kind == "python" for _, kind, _ in examples) == 4
     checkout = fresh_copy(tmp_path / "checkout")
     run_examples(examples, checkout, _shell_env(tmp_path))
     runs = checkout / "runs"
-    for made in ("digits64/model.safetensors", "predictions.csv", "explain/digit_7_explain.png", "fat_b0.onnx",
-                 "digits.onnx", "latency.png"):  # fmt: skip
+    made_files = (
+        "digits64/model.safetensors",
+        "predictions.csv",
+        "explain/digit_7_explain.png",
+        "fat_b0.onnx",
+        "digits.onnx",
+        "digits64-timm/config.json",
+        "digits64-timm/model.safetensors",
+        "latency.png",
+    )
+    for made in made_files:
         assert (runs / made).is_file(), made
 
 

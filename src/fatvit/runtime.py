@@ -15,6 +15,7 @@ match PyTorch).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from typing import Any, Optional, Tuple
@@ -43,6 +44,21 @@ def require(module: str, extra: str) -> Any:
         raise FatvitError(f"{module} is not installed: pip install 'fatvit[{extra}]'") from None
 
 
+@functools.cache
+def _openvino_core() -> Any:
+    """The process's one OpenVINO ``Core``, never freed.
+
+    Each ``Core`` loads a CPU plugin of its own, which gives the calling thread an alternate signal stack and, when
+    it is freed, puts back the stack it found. Two Cores freed in the order they were made leave the thread on the
+    first one's freed stack, and the next signal handled there (Python runs every signal handler on it, SIGCHLD
+    included) writes into whatever memory is mapped there now: a crash or a corrupted object much later, in
+    unrelated code. One Core kept for the process keeps the stack valid.
+    """
+    import openvino
+
+    return openvino.Core()
+
+
 def openvino_model(path: str | os.PathLike, threads: Optional[int] = None) -> Any:
     """``path`` (ONNX) compiled by OpenVINO for the CPU: latency hint, float32, ``threads`` inference threads
     (default: torch's count).
@@ -50,14 +66,15 @@ def openvino_model(path: str | os.PathLike, threads: Optional[int] = None) -> An
     Raises:
         FatvitError: OpenVINO is not installed, or cannot read or compile the file.
     """
-    ov = require("openvino", "openvino")
+    require("openvino", "openvino")
+    core = _openvino_core()
     config = {
         "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_PRECISION_HINT": "f32",
         "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
     }
     try:
-        return ov.Core().compile_model(str(path), "CPU", config)
+        return core.compile_model(str(path), "CPU", config)
     except Exception as err:  # OpenVINO raises RuntimeError subclasses of its own
         raise FatvitError(f"{path}: OpenVINO cannot compile it: {str(err).strip().splitlines()[0]}") from err
 
