@@ -3,6 +3,7 @@ predictions, with the preprocessing and classes of its metadata."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -16,16 +17,15 @@ from fatvit.data import digits_splits
 from fatvit.inference import load_classifier
 from fatvit.runtime import RuntimeModel
 
-#: The runtimes an export is checked in (OpenVINO's cases skip without the extra).
-RUNTIME_PARAMS = ["onnxruntime", "openvino"]
+needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="the openvino extra (in dev)")
+
+#: The runtimes an export is checked in.
+RUNTIME_PARAMS = ["onnxruntime", pytest.param("openvino", marks=needs_openvino)]
 
 
 def _runtime_args(runtime):
     """The eval/predict arguments that pick ``runtime`` (ONNX Runtime is the default for .onnx files)."""
-    if runtime == "openvino":
-        pytest.importorskip("openvino", reason="the openvino extra (in dev)")
-        return ["--runtime", "openvino"]
-    return []
+    return [] if runtime == "onnxruntime" else ["--runtime", runtime]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,6 @@ def _predictions(classifier, images):
 @pytest.mark.parametrize("runtime", RUNTIME_PARAMS)
 def test_the_export_predicts_every_held_out_digit_as_its_checkpoint(exported_digits, runtime):
     ckpt, path, _ = exported_digits
-    _runtime_args(runtime)
     torch_side = load_classifier(ckpt, purpose="eval")
     exported = load_classifier(path, purpose="eval", runtime=runtime)
     assert isinstance(exported.model, RuntimeModel) and exported.model.runtime == runtime
@@ -153,6 +152,7 @@ def _alternate_signal_stack():
     return None if stack.flags & 2 or not stack.sp else (stack.sp, stack.size)  # 2: SS_DISABLE
 
 
+@needs_openvino
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
 def test_openvino_models_freed_leave_the_signal_stack_in_live_memory(exported_digits):
     """OpenVINO's CPU plugin sets the thread's alternate signal stack and puts the previous one back when its Core
@@ -161,7 +161,6 @@ def test_openvino_models_freed_leave_the_signal_stack_in_live_memory(exported_di
     import gc
 
     _, path, _ = exported_digits
-    _runtime_args("openvino")
     models = [RuntimeModel(path, runtime="openvino") for _ in range(2)]
     for model in models:
         model(torch.zeros(1, 3, 32, 32))

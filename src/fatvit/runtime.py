@@ -45,7 +45,7 @@ def require(module: str, extra: str) -> Any:
 
 
 @functools.cache
-def _openvino_core() -> Any:
+def _openvino_core(ov: Any) -> Any:
     """The process's one OpenVINO ``Core``, never freed.
 
     Each ``Core`` loads a CPU plugin of its own, which gives the calling thread an alternate signal stack and, when
@@ -54,9 +54,7 @@ def _openvino_core() -> Any:
     included) writes into whatever memory is mapped there now: a crash or a corrupted object much later, in
     unrelated code. One Core kept for the process keeps the stack valid.
     """
-    import openvino
-
-    return openvino.Core()
+    return ov.Core()
 
 
 def openvino_model(path: str | os.PathLike, threads: Optional[int] = None) -> Any:
@@ -66,8 +64,7 @@ def openvino_model(path: str | os.PathLike, threads: Optional[int] = None) -> An
     Raises:
         FatvitError: OpenVINO is not installed, or cannot read or compile the file.
     """
-    require("openvino", "openvino")
-    core = _openvino_core()
+    core = _openvino_core(require("openvino", "openvino"))  # the import is checked on every call, the Core made once
     config = {
         "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_PRECISION_HINT": "f32",
