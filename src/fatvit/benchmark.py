@@ -10,6 +10,10 @@ Modes (:data:`MODES`):
 * ``onnxruntime``: the deployed form (1x1 convs kept as convs, channels-first)
   exported to ONNX (:mod:`fatvit.export`) and run by ONNX Runtime's CPU
   provider, with the shapes of the run fixed;
+* ``onnxruntime-int8`` (not in the default modes): that ONNX file quantized
+  by :func:`fatvit.quantize.quantize_onnx` (QDQ, int8 per-channel weights,
+  the convolutions), calibrated on the timed batch and three random ones
+  (random weights: only speed is measured), run by ONNX Runtime;
 * ``openvino`` (the ``openvino`` extra, not in the default modes): the same
   ONNX file compiled by OpenVINO for the CPU (latency hint, float32, torch's
   thread count), its outputs checked against PyTorch's first
@@ -45,7 +49,7 @@ from torch import nn
 
 from .catalog import ALL_MODES, AUTHORS_PREFIX, DEFAULT_MODELS, MODES
 from .deploy import compile_inference, deploy
-from .errors import FatvitError
+from .errors import FatvitError, require
 from .models import MODEL_CONFIGS
 from .models.released import ReleasedFAT
 
@@ -138,17 +142,19 @@ def prepare_runner(candidate: Candidate, mode: str, batch: int, workdir: Path) -
     if mode not in ALL_MODES:
         raise FatvitError(f"unknown mode {mode!r}; modes: {', '.join(ALL_MODES)}")
     x = torch.randn(batch, 3, *candidate.input_size, generator=torch.Generator().manual_seed(0))
-    if mode in ("onnxruntime", "openvino"):
+    if mode in ONNX_MODES:
         from .export import export_onnx, onnx_session
 
         path = workdir / f"{candidate.name.replace(':', '_')}_{batch}.onnx"
         model = _inference_form(candidate, for_onnx=True)
-        if mode == "openvino":
-            from .runtime import require
-
-            require("openvino", "openvino")  # before the export
         export_onnx(model, path, img_size=candidate.input_size, dynamic=False, batch=batch, fuse=False)
-        if mode == "onnxruntime":
+        if mode == "onnxruntime-int8":
+            from .quantize import quantize_onnx
+
+            generator = torch.Generator().manual_seed(1)
+            calibration = [x.numpy()] + [torch.randn(x.shape, generator=generator).numpy() for _ in range(3)]
+            path = quantize_onnx(path, path.with_name(path.stem + "_int8.onnx"), calibration)
+        if mode != "openvino":
             session = onnx_session(path, spinning=False)  # sessions take turns on the cores
             feed = {session.get_inputs()[0].name: x.numpy()}
 
@@ -174,6 +180,9 @@ def prepare_runner(candidate: Candidate, mode: str, batch: int, workdir: Path) -
         run()
     return run
 
+
+#: The modes that run an ONNX export of the model (the ``onnx`` extra).
+ONNX_MODES = ("onnxruntime", "onnxruntime-int8", "openvino")
 
 #: Largest difference of OpenVINO's outputs from PyTorch's that ``openvino`` mode accepts: max abs, over the
 #: largest PyTorch output when that is above 1 (random weights give peers large logits).
@@ -282,6 +291,12 @@ def run_benchmark(
     for mode in modes:
         if mode not in ALL_MODES:
             raise FatvitError(f"unknown mode {mode!r}; modes: {', '.join(ALL_MODES)}")
+    if any(mode in ONNX_MODES for mode in modes):  # a missing extra before any model is timed
+        from .export import require_onnx
+
+        require_onnx()
+    if "openvino" in modes:
+        require("openvino", "openvino")
     if not models:
         raise FatvitError("no models to benchmark")
     baseline = baseline or models[0]

@@ -23,6 +23,9 @@ __all__ = [
     "MODES",
     "EXTRA_MODES",
     "ALL_MODES",
+    "QUANTIZED_OPS",
+    "DEFAULT_CALIBRATION_IMAGES",
+    "DEFAULT_MAX_DROP",
     "DEFAULT_MODELS",
     "AUTHORS_PREFIX",
     "DEFAULT_OPSET",
@@ -148,11 +151,22 @@ TABLES: Dict[str, List[PaperRow]] = {
 }  # fmt: skip
 
 
+# --- quantize ---
+
+#: The ONNX operators quantized by default: FAT's convolutions (stem, pointwise, depthwise, downsampling).
+QUANTIZED_OPS: Tuple[str, ...] = ("Conv",)
+
+#: Images of the calibration folder used for calibration by default; the others are held out.
+DEFAULT_CALIBRATION_IMAGES = 100
+
+#: Largest top-1 drop (percentage points) on the held-out images accepted by default.
+DEFAULT_MAX_DROP = 1.0
+
 # --- benchmark ---
 
 MODES = ("eager", "deployed", "compiled", "onnxruntime")
-#: Modes that need an optional extra, timed only when asked for.
-EXTRA_MODES = ("openvino",)
+#: Modes timed only when asked for (int8 quantization; OpenVINO, an optional extra).
+EXTRA_MODES = ("onnxruntime-int8", "openvino")
 ALL_MODES = MODES + EXTRA_MODES
 
 DEFAULT_FAT = ("fat_b0", "fat_b1", "fat_b2")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+import importlib
+from typing import Any, Iterable
 
-__all__ = ["FatvitError", "unknown_choice"]
+__all__ = ["FatvitError", "unknown_choice", "require"]
 
 
 class FatvitError(Exception):
@@ -18,3 +19,15 @@ def unknown_choice(kind: str, value: str, choices: Iterable[str]) -> FatvitError
     close = difflib.get_close_matches(value, choices, n=1, cutoff=0.5)
     hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(choices)}"
     return FatvitError(f"unknown {kind} {value!r}{hint}")
+
+
+def require(module: str, extra: str) -> Any:
+    """Import the optional dependency ``module``, or say in one line that the extra ``extra`` installs it.
+
+    Raises:
+        FatvitError: the module is not installed.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise FatvitError(f"{module} is not installed: pip install 'fatvit[{extra}]'") from None

@@ -25,11 +25,12 @@ from torch import nn
 
 from .catalog import CHECK_SHAPES, DEFAULT_OPSET
 from .deploy import deploy
-from .errors import FatvitError
+from .errors import FatvitError, require
 from .files import atomic_write
 
 __all__ = [
     "DEFAULT_OPSET",
+    "require_onnx",
     "check_opset",
     "opset_range",
     "export_onnx",
@@ -41,10 +42,22 @@ __all__ = [
 ]
 
 
+def require_onnx() -> Any:
+    """The ``onnx`` module, once the ``onnx`` extra (onnx, onnxscript for PyTorch's exporter, onnxruntime) is
+    known to be installed.
+
+    Raises:
+        FatvitError: a module of the extra is missing (one line naming the extra).
+    """
+    for module in ("onnxscript", "onnxruntime"):
+        require(module, "onnx")
+    return require("onnx", "onnx")
+
+
 def opset_range() -> Tuple[int, int]:
     """The opsets the ONNX exporter can write: from its own implementations' (torchlib's) to the newest the
     installed ``onnx`` defines."""
-    import onnx
+    onnx = require_onnx()
     from torch.onnx._internal.exporter import _constants
 
     return int(_constants.TORCHLIB_OPSET), int(onnx.defs.onnx_opset_version())
@@ -143,8 +156,7 @@ def write_onnx(proto: Any, path: str | os.PathLike, metadata: Optional[Mapping[s
     Raises:
         FatvitError: the file cannot be written, or fails the checker.
     """
-    import onnx
-
+    onnx = require_onnx()
     path = Path(path)
     for key, value in (metadata or {}).items():
         proto.metadata_props.add(key=str(key), value=json.dumps(value))
@@ -186,8 +198,7 @@ def onnx_session(path: str | os.PathLike, threads: Optional[int] = None, spinnin
     ``spinning=False`` keeps idle worker threads from busy-waiting, which
     matters when several sessions (or PyTorch) share the cores in turn.
     """
-    import onnxruntime as ort
-
+    ort = require("onnxruntime", "onnx")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
@@ -206,8 +217,7 @@ def read_onnx_metadata(path: str | os.PathLike) -> Dict[str, Any]:
     Raises:
         FatvitError: the file cannot be read as ONNX, or a value is not JSON.
     """
-    import onnx
-
+    onnx = require_onnx()
     try:
         props = onnx.load(str(path), load_external_data=False).metadata_props
     except Exception as err:  # OSError, protobuf's DecodeError

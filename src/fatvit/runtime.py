@@ -16,7 +16,6 @@ match PyTorch).
 from __future__ import annotations
 
 import functools
-import importlib
 import os
 from typing import Any, Optional, Tuple
 
@@ -24,24 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import FatvitError
+from .errors import FatvitError, require
 
 __all__ = ["RUNTIMES", "RuntimeModel", "require", "openvino_model"]
 
 #: The runtimes an exported file runs in.
 RUNTIMES = ("onnxruntime", "openvino")
-
-
-def require(module: str, extra: str) -> Any:
-    """Import the optional dependency ``module``, or say in one line that the extra ``extra`` installs it.
-
-    Raises:
-        FatvitError: the module is not installed.
-    """
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise FatvitError(f"{module} is not installed: pip install 'fatvit[{extra}]'") from None
 
 
 @functools.cache

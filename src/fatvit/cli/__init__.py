@@ -25,6 +25,7 @@ VERBS = {
     "summary": ("summary", "parameters and FLOPs of every FAT size beside the paper's"),
     "table": ("table", "the paper's ablation, attention and dense-prediction tables with our measurements"),
     "export": ("export", "export a FAT model to ONNX, checked with ONNX Runtime"),
+    "quantize": ("quantize", "a classifier as an int8 ONNX file, refused if it loses more top-1 than allowed"),
     "benchmark": ("benchmark", "latency and throughput of FAT and timm peers, eager/deployed/compiled/ONNX Runtime"),
     "detect": ("detect", "object detection: train, evaluate, predict (RetinaNet, Mask R-CNN)"),
     "segment": ("segment", "semantic segmentation: train, evaluate, predict (Semantic FPN)"),

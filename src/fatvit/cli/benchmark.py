@@ -22,8 +22,10 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
             "the ratio to the baseline model measured in that same mode and batch. Modes: eager (the model as "
             "built), deployed (fatvit.deploy for FAT; timm's reparameterize_model and channels-last for peers), "
             "compiled (torch.compile of the deployed form, frozen weights), onnxruntime (ONNX export of the "
-            "deployed form, ONNX Runtime CPU) and, when asked for, openvino (the same ONNX file compiled by OpenVINO "
-            "for the CPU, latency hint, --threads threads, outputs checked against PyTorch; pip install "
+            "deployed form, ONNX Runtime CPU) and, when asked for, onnxruntime-int8 (that file quantized to int8 "
+            "as fatvit quantize does, calibrated on random batches, ONNX Runtime CPU) and openvino (the same ONNX "
+            "file compiled by OpenVINO for the CPU, latency hint, --threads threads, outputs checked against "
+            "PyTorch; pip install "
             f"'fatvit[openvino]'). {AUTHORS_PREFIX}fat_b0 runs FAT-B0 as the authors' released code "
             "does (in deployed mode too: it has no inference form). Weights are random: only speed is measured."
         ),

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any, Optional, Tuple
 
 from ..config import INFERENCE_KEYS
 from ..errors import FatvitError
@@ -39,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..data import ResumableSampler, SafeImageFolder, SeededDataset, digits_splits, find_split, make_loader
+    from ..data import ResumableSampler, SeededDataset, make_loader
     from ..distributed import pick_device
     from ..evaluate import evaluate
     from ..inference import load_classifier
@@ -53,26 +54,10 @@ def run(args: argparse.Namespace) -> int:
         purpose="eval",
         runtime=args.runtime,
     )
-    cfg, model, num_classes, name = loaded.config, loaded.model, loaded.num_classes, loaded.name
+    cfg, model, name = loaded.config, loaded.model, loaded.name
     runtime = getattr(model, "runtime", "pytorch")
-    if cfg.data is None:
-        _, val = digits_splits()
-        where = "the digits held-out split"
-    else:
-        root = Path(cfg.data)
-        split = find_split(root, "val")
-        if split is not None:
-            print(f"fatvit: evaluating on {split}", file=sys.stderr)
-        val = SafeImageFolder(split or root)
-        where = str(root)
-    if len(val.classes) != num_classes:
-        raise FatvitError(f"{args.checkpoint} classifies {num_classes} classes, but {where} has {len(val.classes)}")
-    if loaded.classes and loaded.classes != list(val.classes):
-        differ = [f"{a!r} vs {b!r}" for a, b in zip(loaded.classes, val.classes) if a != b]
-        raise FatvitError(
-            f"{args.checkpoint} was trained on other classes than {where} has "
-            f"(class index: checkpoint vs data: {', '.join(differ[:3])}{' ...' if len(differ) > 3 else ''})"
-        )
+    val, where = open_validation(cfg.data)
+    check_classes(loaded, val, where, args.checkpoint)
     device = pick_device(cfg.device)
     dataset = SeededDataset(val, loaded.transform, seed=0)
     loader = make_loader(dataset, ResumableSampler(len(dataset), shuffle=False, pad=False), cfg.batch_size,
@@ -92,3 +77,35 @@ def run(args: argparse.Namespace) -> int:
             f"({result.images} images{skipped}, {result.images_per_s:.1f} images/s)"
         )
     return 0
+
+
+def open_validation(data: Optional[str]) -> Tuple[Any, str]:
+    """The images to evaluate on, and how to name them: ``data``'s validation folder (``data`` itself when it has
+    none; the one found is named in the log), or the digits held-out split when ``data`` is None."""
+    from ..data import SafeImageFolder, digits_splits, find_split
+
+    if data is None:
+        return digits_splits()[1], "the digits held-out split"
+    root = Path(data)
+    split = find_split(root, "val")
+    if split is not None:
+        print(f"fatvit: evaluating on {split}", file=sys.stderr)
+    return SafeImageFolder(split or root), str(root)
+
+
+def check_classes(loaded: Any, val: Any, where: str, checkpoint: str) -> None:
+    """Check that the model ``loaded`` from ``checkpoint`` classifies the classes of ``val`` (from ``where``), in
+    the same order when the file names them.
+
+    Raises:
+        FatvitError: another number of classes, or other names.
+    """
+    if len(val.classes) != loaded.num_classes:
+        raise FatvitError(f"{checkpoint} classifies {loaded.num_classes} classes, but {where} has "
+                          f"{len(val.classes)}")  # fmt: skip
+    if loaded.classes and loaded.classes != list(val.classes):
+        differ = [f"{a!r} vs {b!r}" for a, b in zip(loaded.classes, val.classes) if a != b]
+        raise FatvitError(
+            f"{checkpoint} was trained on other classes than {where} has "
+            f"(class index: checkpoint vs data: {', '.join(differ[:3])}{' ...' if len(differ) > 3 else ''})"
+        )

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..catalog import CHECK_SHAPES, DEFAULT_OPSET
 from ..errors import FatvitError
@@ -61,25 +61,50 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from timm.data import resolve_data_config
-
-    from ..export import check_onnx, check_opset, export_onnx
-    from ..inference import inference_config, load_classifier
-    from ..models import FAT, create_model
-
     if args.format == "timm":
         output = _check_timm_folder(args.output, args.overwrite)
     else:
+        from ..export import check_opset
+
         output = check_output_file(args.output, "--output", args.overwrite)
         check_opset(args.opset, "--opset")  # before loading or exporting anything
     typed = {k: getattr(args, k) for k in ("model", "img_size") if getattr(args, k) is not None}
-    if args.checkpoint:
-        classifier = load_classifier(args.checkpoint, typed, args.overrides, args.ema, None, EXPORT_KEYS, "export")
+    model, cfg, classes, data = load_for_export(args.checkpoint, typed, args.overrides, args.ema)
+    if args.format == "timm":
+        return _write_timm(args, output, model, cfg, classes, data)
+    metadata = onnx_metadata(model, cfg, classes, data, args.checkpoint)
+    records = export_checked(model, output, data, metadata, args.opset, args.static)
+    if args.json:
+        print(json.dumps(dict(output=str(output), opset=args.opset, dynamic=not args.static, checks=records), indent=2))
+    else:
+        print(f"{output}: {cfg.model}, opset {args.opset}, {'static' if args.static else 'dynamic batch and size'}")
+        rows = [["x".join(map(str, r["shape"])), f"{r['max_abs_diff']:.2e}"] for r in records]
+        print(render_table(["input", "max |ONNX Runtime - PyTorch|"], rows))
+    return 0
+
+
+def load_for_export(
+    checkpoint: Optional[str], typed: Dict[str, Any], overrides: Sequence[str], ema: bool
+) -> Tuple[Any, Any, Optional[List[str]], Dict[str, Any]]:
+    """The FAT model to export (the checkpoint's, else random weights), its config, class names and
+    preprocessing (timm's data config: the record's values, else the model's).
+
+    Raises:
+        FatvitError: an unreadable checkpoint, bad settings, ``ema`` without a checkpoint, or a model that is
+            not FAT.
+    """
+    from timm.data import resolve_data_config
+
+    from ..inference import inference_config, load_classifier
+    from ..models import FAT, create_model
+
+    if checkpoint:
+        classifier = load_classifier(checkpoint, typed, overrides, ema, None, EXPORT_KEYS, "export")
         model, cfg, given, classes = classifier.model, classifier.config, classifier.given, classifier.classes
     else:
-        if args.ema:
+        if ema:
             raise FatvitError("--ema needs --checkpoint")
-        cfg, given = inference_config({}, typed, args.overrides, EXPORT_KEYS, "export")
+        cfg, given = inference_config({}, typed, overrides, EXPORT_KEYS, "export")
         model, classes = create_model(cfg.model, **cfg.model_kwargs).eval(), None
         print("fatvit: no --checkpoint: the exported weights are random", file=sys.stderr)
     if not isinstance(model, FAT):
@@ -92,12 +117,16 @@ def run(args: argparse.Namespace) -> int:
         },
         model=model,
     )
-    if args.checkpoint and classifier.meta.get("mean"):
+    if checkpoint and classifier.meta.get("mean"):
         data["mean"], data["std"] = tuple(classifier.meta["mean"]), tuple(classifier.meta["std"])
-    img_size = data["input_size"][-1]
-    if args.format == "timm":
-        return _write_timm(args, output, model, cfg, classes, data)
-    metadata = {
+    return model, cfg, classes, data
+
+
+def onnx_metadata(
+    model: Any, cfg: Any, classes: Optional[Sequence[str]], data: Mapping[str, Any], weights: Optional[str]
+) -> Dict[str, Any]:
+    """What an exported file records in its metadata: the model, its classes and its preprocessing."""
+    return {
         "model": cfg.model,
         "model_kwargs": cfg.model_kwargs,
         "num_classes": model.num_classes,
@@ -108,25 +137,32 @@ def run(args: argparse.Namespace) -> int:
         "interpolation": data["interpolation"],
         "mean": list(data["mean"]),
         "std": list(data["std"]),
-        "weights": str(args.checkpoint) if args.checkpoint else None,
+        "weights": str(weights) if weights else None,
     }
-    export_onnx(model, output, img_size=img_size, opset=args.opset, dynamic=not args.static, metadata=metadata)
-    shapes = (
-        ((1, img_size, img_size),) if args.static else tuple(dict.fromkeys(((1, img_size, img_size), *CHECK_SHAPES)))
-    )
+
+
+def export_checked(
+    model: Any, output: Path, data: Mapping[str, Any], metadata: Mapping[str, Any], opset: int, static: bool
+) -> List[Dict[str, Any]]:
+    """Export ``model`` to ``output`` and check the file against PyTorch in ONNX Runtime; returns the check's
+    records.
+
+    Raises:
+        FatvitError: the export fails, or the file's outputs differ by more than :data:`TOLERANCE` (it is
+            removed).
+    """
+    from ..export import check_onnx, export_onnx
+
+    img_size = data["input_size"][-1]
+    export_onnx(model, output, img_size=img_size, opset=opset, dynamic=not static, metadata=metadata)
+    shapes = ((1, img_size, img_size),) if static else tuple(dict.fromkeys(((1, img_size, img_size), *CHECK_SHAPES)))
     records = check_onnx(output, model, shapes)
     worst = max(r["max_abs_diff"] for r in records)
     if worst > TOLERANCE:
         output.unlink()
         raise FatvitError(f"ONNX Runtime's outputs differ from PyTorch's by {worst:.2e} (over {TOLERANCE:g}); "
                           f"{output} removed")  # fmt: skip
-    if args.json:
-        print(json.dumps(dict(output=str(output), opset=args.opset, dynamic=not args.static, checks=records), indent=2))
-    else:
-        print(f"{output}: {cfg.model}, opset {args.opset}, {'static' if args.static else 'dynamic batch and size'}")
-        rows = [["x".join(map(str, r["shape"])), f"{r['max_abs_diff']:.2e}"] for r in records]
-        print(render_table(["input", "max |ONNX Runtime - PyTorch|"], rows))
-    return 0
+    return records
 
 
 def _check_timm_folder(path: str, overwrite: bool) -> Path:

@@ -27,7 +27,7 @@ from torch import nn
 
 from ..deploy import deploy
 from ..errors import FatvitError
-from ..export import write_onnx
+from ..export import require_onnx, write_onnx
 
 __all__ = [
     "OPSETS",
@@ -64,8 +64,9 @@ def export_detector(
         FatvitError: a Mask R-CNN or other model, an opset outside :data:`OPSETS`, the exporter fails, or the
             file cannot be written.
     """
-    import onnx
     from torchvision.models.detection import RetinaNet
+
+    onnx = require_onnx()
 
     if not isinstance(model, RetinaNet):
         raise FatvitError(f"{getattr(model, 'config_name', type(model).__name__)}: only RetinaNet detectors are "
