@@ -214,5 +214,30 @@ def test_openvino_mode_times_the_onnx_file_checked_against_pytorch(monkeypatch, 
     with pytest.raises(FatvitError, match="fat_b0: OpenVINO's outputs differ from PyTorch's"):
         run_benchmark(["fat_b0"], modes=["openvino"], batch_sizes=[1], rounds=1, warmup=0, img_size=64)
     monkeypatch.setitem(sys.modules, "openvino", None)
-    line = cli_error(capsys, ["benchmark", "--models", "fat_b0", "--modes", "openvino", "--img-size", "64"])
-    assert line == "fatvit: error: openvino is not installed: pip install 'fatvit[openvino]'"
+    for mode in ("openvino", "openvino-int8"):
+        line = cli_error(capsys, ["benchmark", "--models", "fat_b0", "--modes", mode, "--img-size", "64"])
+        assert line == "fatvit: error: openvino is not installed: pip install 'fatvit[openvino]'"
+
+
+def test_openvino_int8_mode_runs_the_int8_file_with_openvinos_int8_kernels(monkeypatch):
+    """The int8 file (QDQ) compiled by OpenVINO runs its convolutions in 8 bits, unchecked against PyTorch."""
+    pytest.importorskip("openvino", reason="the openvino extra (in dev)")
+    import fatvit.benchmark as bench
+    import fatvit.runtime
+
+    compiled = []
+
+    def keep(path, *args, **kwargs):
+        compiled.append(openvino_model(path, *args, **kwargs))
+        return compiled[-1]
+
+    openvino_model = fatvit.runtime.openvino_model
+    monkeypatch.setattr(fatvit.runtime, "openvino_model", keep)
+    monkeypatch.setattr(bench, "OPENVINO_TOLERANCE", -1.0)  # the int8 mode does not compare with PyTorch
+    records = run_benchmark(["fat_b0"], modes=["openvino-int8"], batch_sizes=[1], rounds=1, warmup=0, img_size=64)
+    assert [(r["model"], r["mode"], r["batch"]) for r in records] == [("fat_b0", "openvino-int8", 1)]
+    assert records[0]["median_ms"] > 0
+    ops = compiled[0].get_runtime_model().get_ordered_ops()
+    precisions = {op.get_rt_info()["runtimePrecision"].astype(str) for op in ops
+                  if op.get_rt_info()["layerType"].astype(str) == "Convolution"}  # fmt: skip
+    assert precisions == {"u8"}

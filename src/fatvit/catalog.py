@@ -166,7 +166,7 @@ DEFAULT_MAX_DROP = 1.0
 
 MODES = ("eager", "deployed", "compiled", "onnxruntime")
 #: Modes timed only when asked for (int8 quantization; OpenVINO, an optional extra).
-EXTRA_MODES = ("onnxruntime-int8", "openvino")
+EXTRA_MODES = ("onnxruntime-int8", "openvino", "openvino-int8")
 ALL_MODES = MODES + EXTRA_MODES
 
 DEFAULT_FAT = ("fat_b0", "fat_b1", "fat_b2")

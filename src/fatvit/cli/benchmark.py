@@ -25,8 +25,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
             "deployed form, ONNX Runtime CPU) and, when asked for, onnxruntime-int8 (that file quantized to int8 "
             "as fatvit quantize does, calibrated on random batches, ONNX Runtime CPU) and openvino (the same ONNX "
             "file compiled by OpenVINO for the CPU, latency hint, --threads threads, outputs checked against "
-            "PyTorch; pip install "
-            f"'fatvit[openvino]'). {AUTHORS_PREFIX}fat_b0 runs FAT-B0 as the authors' released code "
+            "PyTorch) and openvino-int8 (the int8 file compiled by OpenVINO, whose int8 kernels run its "
+            "convolutions); the OpenVINO modes need pip install "
+            f"'fatvit[openvino]'. {AUTHORS_PREFIX}fat_b0 runs FAT-B0 as the authors' released code "
             "does (in deployed mode too: it has no inference form). Weights are random: only speed is measured."
         ),
     )
