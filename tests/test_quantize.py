@@ -177,14 +177,20 @@ def test_an_existing_output_is_kept(quantized, tmp_path, capsys):
     assert "--overwrite" in line and output.read_bytes() == b"work"
 
 
-def test_benchmark_times_the_int8_file():
-    records = run_benchmark(["fat_b0"], modes=["onnxruntime", "onnxruntime-int8"], batch_sizes=[1], rounds=1,
-                            warmup=0, img_size=64)  # fmt: skip
-    assert [(r["model"], r["mode"], r["batch"]) for r in records] == [
-        ("fat_b0", "onnxruntime", 1),
-        ("fat_b0", "onnxruntime-int8", 1),
-    ]
+def test_benchmark_times_the_int8_file_exported_and_quantized_once(monkeypatch):
+    """The ONNX modes of one model and batch share one export, the int8 modes one quantization."""
+    import fatvit.export
+    import fatvit.quantize
+
+    calls = []
+    for module, name in ((fatvit.export, "export_onnx"), (fatvit.quantize, "quantize_onnx")):
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
+    modes = ["onnxruntime", "onnxruntime-int8"] + (["openvino-int8"] if importlib.util.find_spec("openvino") else [])
+    records = run_benchmark(["fat_b0"], modes=modes, batch_sizes=[1, 2], rounds=1, warmup=0, img_size=64)
+    assert [(r["model"], r["mode"], r["batch"]) for r in records] == [("fat_b0", m, b) for m in modes for b in (1, 2)]
     assert all(r["median_ms"] > 0 for r in records)
+    assert sorted(calls) == ["export_onnx"] * 2 + ["quantize_onnx"] * 2
 
 
 @pytest.mark.parametrize(

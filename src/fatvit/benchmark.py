@@ -141,6 +141,8 @@ def prepare_runner(candidate: Candidate, mode: str, batch: int, workdir: Path) -
 
     Compilation and ONNX export happen here, and one call is made (under
     ``torch.inference_mode``, as the timing), so that the returned runner is warm.
+    The ONNX modes share one export (and the int8 modes one quantization) of a
+    model and batch size in ``workdir``: a file already there is taken as it is.
     """
     if mode not in ALL_MODES:
         raise FatvitError(f"unknown mode {mode!r}; modes: {', '.join(ALL_MODES)}")
@@ -150,13 +152,17 @@ def prepare_runner(candidate: Candidate, mode: str, batch: int, workdir: Path) -
 
         path = workdir / f"{candidate.name.replace(':', '_')}_{batch}.onnx"
         model = _inference_form(candidate, for_onnx=True)
-        export_onnx(model, path, img_size=candidate.input_size, dynamic=False, batch=batch, fuse=False)
+        if not path.is_file():
+            export_onnx(model, path, img_size=candidate.input_size, dynamic=False, batch=batch, fuse=False)
         if mode.endswith("-int8"):
             from .quantize import quantize_onnx
 
-            generator = torch.Generator().manual_seed(1)
-            calibration = [x.numpy()] + [torch.randn(x.shape, generator=generator).numpy() for _ in range(3)]
-            path = quantize_onnx(path, path.with_name(path.stem + "_int8.onnx"), calibration)
+            int8 = path.with_name(path.stem + "_int8.onnx")
+            if not int8.is_file():
+                generator = torch.Generator().manual_seed(1)
+                calibration = [x.numpy()] + [torch.randn(x.shape, generator=generator).numpy() for _ in range(3)]
+                quantize_onnx(path, int8, calibration)
+            path = int8
         if mode.startswith("onnxruntime"):
             session = onnx_session(path, spinning=False)  # sessions take turns on the cores
             feed = {session.get_inputs()[0].name: x.numpy()}
