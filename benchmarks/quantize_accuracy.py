@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import json
 import math
 import statistics
@@ -43,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from fatvit.cli.format import positive_int
 
 CLASSES = ("circle", "cross", "square", "triangle")
 SIDE = 64
@@ -102,8 +105,6 @@ def fatvit(*argv: str) -> str:
 
 def time_files(files: dict, side: int, batches: tuple = (1, 16), rounds: int = 20) -> list:
     """Median ms of each (runtime, file) at each batch size, timed in the same interleaved rounds."""
-    import importlib.util
-
     from fatvit.benchmark import time_interleaved
     from fatvit.export import onnx_session
     from fatvit.runtime import openvino_model
@@ -130,7 +131,7 @@ def time_files(files: dict, side: int, batches: tuple = (1, 16), rounds: int = 2
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=None, help="folder for the runs (default: a temporary one)")
-    parser.add_argument("--threads", type=int, default=2, help="threads of each runtime (default: 2)")
+    parser.add_argument("--threads", type=positive_int, default=2, help="threads of each runtime (default: 2)")
     args = parser.parse_args()
     import torch
 
