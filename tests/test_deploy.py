@@ -11,8 +11,9 @@ from conftest import TINY_ARGS, load_reference
 from fatvit import FAT, MODEL_CONFIGS
 from fatvit.deploy import compile_inference, deploy
 from fatvit.layers import INTERACTIONS, ConvFFN, DownsampleShortcut, RefinedDownsample
-from fatvit.layers.fuse import Pointwise, add_identity, fuse_conv_bn
-from fatvit.models.fat import FusedFATBlock
+from fatvit.layers.dwconv import DepthwiseConv2d
+from fatvit.layers.reparam import Pointwise, fold_batchnorm
+from fatvit.models.fat import FATBlock
 
 TOL = 1e-4
 
@@ -30,9 +31,19 @@ def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
+def timm_reparameterized(model: nn.Module) -> nn.Module:
+    """timm's own walker (``timm.utils.reparameterize_model``) on a copy of ``model``."""
+    return timm.utils.reparameterize_model(model)
+
+
 def max_diff(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
     with torch.no_grad():
         return (a(x) - b(x)).abs().max().item()
+
+
+def is_batchnorm_key(model: nn.Module, key: str) -> bool:
+    """Whether state-dict ``key`` of ``model`` belongs to a BatchNorm."""
+    return isinstance(model.get_submodule(key.rpartition(".")[0]), nn.BatchNorm2d)
 
 
 def tiny(**kwargs) -> FAT:
@@ -45,19 +56,23 @@ SHAPES = [(1, 3, 64, 64), (2, 3, 45, 71), (3, 3, 33, 32)]
 @pytest.mark.parametrize("name", list(MODEL_CONFIGS))
 def test_every_size_matches(name):
     model = randomize_batchnorm(timm.create_model(name)).eval()
-    fast = deploy(model)
+    fast, walked = deploy(model), timm_reparameterized(model)
     for shape in [(1, 3, 64, 64), (2, 3, 39, 50)]:
         x = torch.randn(shape)
         assert max_diff(model, fast, x) <= TOL, shape
+        assert max_diff(walked, fast, x) <= TOL, shape
+    assert walked.state_dict().keys() == fast.state_dict().keys()
 
 
 @pytest.mark.parametrize("interaction", INTERACTIONS)
 @pytest.mark.parametrize("kv_downsample", ["refined", "pool", "conv", "conv_overlap"])
 def test_every_fasa_option_matches(interaction, kv_downsample):
     model = tiny(interaction=interaction, kv_downsample=kv_downsample)
-    fast = deploy(model)
+    fast, walked = deploy(model), timm_reparameterized(model)
     for shape in SHAPES:
-        assert max_diff(model, fast, torch.randn(shape)) <= TOL, shape
+        x = torch.randn(shape)
+        assert max_diff(model, fast, x) <= TOL, shape
+        assert max_diff(walked, fast, x) <= TOL, shape
 
 
 @pytest.mark.parametrize("kwargs", [dict(cpe=False), dict(attention="swin"), dict(attention="pvt"),
@@ -65,9 +80,11 @@ def test_every_fasa_option_matches(interaction, kv_downsample):
                                     dict(num_classes=0, global_pool="")])  # fmt: skip
 def test_ablations_and_compared_attentions_match(kwargs):
     model = tiny(**kwargs)
-    fast = deploy(model)
+    fast, walked = deploy(model), timm_reparameterized(model)
     for shape in SHAPES[:2]:
-        assert max_diff(model, fast, torch.randn(shape)) <= TOL, shape
+        x = torch.randn(shape)
+        assert max_diff(model, fast, x) <= TOL, shape
+        assert max_diff(walked, fast, x) <= TOL, shape
 
 
 def test_reproduces_the_authors_outputs():
@@ -86,7 +103,12 @@ def test_inference_form_has_no_batchnorm_no_1x1_conv_and_is_channels_last():
     kinds = {type(m) for m in fast.modules()}
     assert nn.BatchNorm2d not in kinds
     assert not [m for m in fast.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)]
-    assert all(isinstance(b, FusedFATBlock) for stage in fast.layers for b in stage.blocks)
+    blocks = [b for stage in fast.layers for b in stage.blocks]
+    assert all(type(b) is FATBlock and not b.cpe_residual and not b.ffn.dw_residual for b in blocks)
+    assert {type(m) for b in blocks for m in (b.ffn.fc1, b.ffn.fc2, b.attn.q, b.attn.kv, b.attn.mixer)} == {Pointwise}
+    # key names stay: the deployed keys are the original's less the BatchNorms'
+    trained_form = tiny()
+    assert set(fast.state_dict()) == {k for k in trained_form.state_dict() if not is_batchnorm_key(trained_form, k)}
     assert not any(p.requires_grad for p in fast.parameters())
     assert not fast.training
     for p in fast.parameters():
@@ -104,7 +126,9 @@ def test_original_is_left_unchanged():
     deploy(model)
     assert model.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert not any(isinstance(m, (Pointwise, FusedFATBlock)) for m in model.modules())
+    assert not any(isinstance(m, Pointwise) for m in model.modules())
+    assert all(b.cpe_residual for stage in model.layers for b in stage.blocks)
+    assert [b.ffn.dw_residual for b in model.layers[0].blocks] == [True] * (len(model.layers[0].blocks) - 1) + [False]
 
 
 def test_from_training_mode_it_computes_the_eval_function():
@@ -163,25 +187,54 @@ def test_pointwise_is_the_1x1_conv():
 
 
 def test_identity_and_batchnorm_fold_into_a_depthwise_conv():
-    conv = nn.Conv2d(8, 8, 5, padding=2, groups=8)
+    conv = DepthwiseConv2d(8, 5, padding=2)
     bn = randomize_batchnorm(nn.Sequential(nn.BatchNorm2d(8)))[0].eval()
-    fused = fuse_conv_bn(add_identity(conv), bn)
     x = torch.randn(2, 8, 11, 6)
     with torch.no_grad():
-        assert (fused(x) - bn(x + conv(x))).abs().max() <= 1e-5
-    with pytest.raises(ValueError, match="depthwise"):
-        add_identity(nn.Conv2d(8, 8, 5, stride=2, padding=2, groups=8))
+        expected = bn(conv(x, residual=True))
+        assert (expected - bn(x + conv(x))).abs().max() <= 1e-5
+    conv.fold_residual()
+    fold_batchnorm(conv, bn)
+    with torch.no_grad():
+        assert (conv(x) - expected).abs().max() <= 1e-5
+    fold_batchnorm(conv, nn.Identity())  # an already folded BatchNorm: nothing to do
+    with torch.no_grad():
+        assert (conv(x) - expected).abs().max() <= 1e-5
+    with pytest.raises(ValueError, match="stride-1"):
+        DepthwiseConv2d(8, 5, stride=2, padding=2).fold_residual()
 
 
 @pytest.mark.parametrize("stride", [1, 2])
-def test_convffn_shortcut_and_refined_downsample_fuse_exactly(stride):
+def test_convffn_shortcut_and_refined_downsample_reparameterize_exactly_in_place(stride):
     x = torch.randn(2, 16, 13, 10)
     for module in [ConvFFN(16, 64, 24, stride=stride), DownsampleShortcut(16, 24), RefinedDownsample(16, 4)]:
         module = randomize_batchnorm(module).eval()
-        fused = module.fuse()
-        assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
         with torch.no_grad():
-            assert (fused(x) - module(x)).abs().max() <= 1e-5, type(module).__name__
+            expected = module(x)
+        keys = {k for k in module.state_dict() if not is_batchnorm_key(module, k)}
+        for pointwise_linear in (False, True, True):  # the second and third calls fold nothing twice
+            module.reparameterize(pointwise_linear=pointwise_linear)
+            assert not any(isinstance(m, nn.BatchNorm2d) for m in module.modules())
+            assert set(module.state_dict()) == keys
+            with torch.no_grad():
+                assert (module(x) - expected).abs().max() <= 1e-5, type(module).__name__
+        assert any(isinstance(m, Pointwise) for m in module.modules())
+
+
+def test_timm_walker_and_deploy_give_the_same_form_and_the_walker_can_keep_the_original():
+    """timm.utils.reparameterize_model finds FAT's reparameterize methods (parents first): deploy's form, less
+    channels-last memory; inplace=False (its default) leaves the model as it was."""
+    model = tiny()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    walked = timm.utils.reparameterize_model(model)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    fast = deploy(model, channels_last=False)
+    assert [type(m) for m in walked.modules()] == [type(m) for m in fast.modules()]
+    assert max_diff(walked, model, torch.randn(2, 3, 37, 52)) <= TOL
+    kept = deploy(model, pointwise_linear=False)
+    assert not any(isinstance(m, Pointwise) for m in kept.modules())
+    assert max_diff(kept, model, torch.randn(2, 3, 37, 52)) <= TOL
 
 
 def test_deploy_rejects_what_is_not_a_module():

@@ -1,13 +1,15 @@
 """``fatvit.deploy``: an inference copy of a FAT model, same outputs, faster on a CPU.
 
-The copy is re-parameterised bottom-up, in timm's convention (a module's
-``fuse()`` returns its inference form; cf. ``timm.utils.reparameterize_model``):
+FAT's modules re-parameterise themselves in place, in timm's convention: each
+has a ``reparameterize()`` method, so ``timm.utils.reparameterize_model(model)``
+gives the same inference form as :func:`deploy` (less the channels-last
+memory). The rewrites (:mod:`fatvit.layers.reparam`):
 
 * every BatchNorm is folded into the conv before it (stem, refined
   downsample, ConvFFN, shortcut), with its running statistics;
 * the residuals around stride-1 depthwise convs (the CPE, the ConvFFN's
   ``h + DWConv(h)``) become the conv's centre tap;
-* every 1x1 convolution runs as one matrix product (:class:`~fatvit.layers.fuse.Pointwise`);
+* every 1x1 convolution runs as one matrix product (:class:`~fatvit.layers.reparam.Pointwise`);
 * weights and activations are channels-last, so depthwise convs and FASA's
   attention run on their fast kernels without layout copies.
 
@@ -19,31 +21,31 @@ only (BatchNorm statistics are frozen into the weights; drop paths are gone).
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Callable
 
 import torch
 from torch import nn
 
-from .layers.fuse import Pointwise, is_pointwise_conv
-
-__all__ = ["deploy", "fuse_modules", "compile_inference"]
+__all__ = ["deploy", "reparameterize", "compile_inference"]
 
 
-def fuse_modules(module: nn.Module, pointwise_linear: bool = True) -> nn.Module:
-    """Replace, bottom-up and in place, every part of ``module`` by its inference form; returns the new root.
+def reparameterize(model: nn.Module, pointwise_linear: bool = True) -> nn.Module:
+    """Call, in place, the ``reparameterize()`` method of every module of ``model`` (itself included); returns it.
 
-    A module with a ``fuse()`` method is replaced by what it returns, after
-    its children were fused; with ``pointwise_linear``, 1x1 convolutions
-    become :class:`Pointwise`.
+    ``pointwise_linear=False`` keeps 1x1 convolutions as convolutions; it is
+    passed to the methods that take it (FAT's), the others are called bare.
     """
-    for name, child in list(module.named_children()):
-        fused = fuse_modules(child, pointwise_linear)
-        if fused is not child:
-            setattr(module, name, fused)
-    if pointwise_linear and is_pointwise_conv(module):
-        return Pointwise.from_conv(module)
-    fuse = getattr(module, "fuse", None)
-    return fuse() if callable(fuse) else module
+    with torch.no_grad():
+        for module in list(model.modules()):
+            method = getattr(module, "reparameterize", None)
+            if not callable(method):
+                continue
+            if "pointwise_linear" in inspect.signature(method).parameters:
+                method(pointwise_linear=pointwise_linear)
+            else:
+                method()
+    return model
 
 
 def deploy(model: nn.Module, channels_last: bool = True, pointwise_linear: bool = True) -> nn.Module:
@@ -57,9 +59,7 @@ def deploy(model: nn.Module, channels_last: bool = True, pointwise_linear: bool 
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"deploy expects a torch.nn.Module, got {type(model).__name__}")
-    model = copy.deepcopy(model).eval()
-    with torch.no_grad():
-        model = fuse_modules(model, pointwise_linear)
+    model = reparameterize(copy.deepcopy(model).eval(), pointwise_linear)
     model.requires_grad_(False)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -123,11 +123,20 @@ class DepthwiseConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor, residual: bool = False) -> torch.Tensor:
         if not residual:
             return self._depthwise(x, self.weight)
+        self._check_residual()
+        return self._depthwise(x, self.weight + centre_tap(self.weight))
+
+    def _check_residual(self) -> None:
         kh, kw = self.kernel_size
         if self.stride != (1, 1) or self.dilation != (1, 1) or kh % 2 == 0 or kw % 2 == 0 \
                 or self.padding != (kh // 2, kw // 2):  # fmt: skip
             raise ValueError("residual=True needs a stride-1 conv with odd kernels and same padding")
-        return self._depthwise(x, self.weight + centre_tap(self.weight))
+
+    def fold_residual(self) -> None:
+        """Make ``self(x)`` compute ``self(x, residual=True)``, in place: the identity added to the centre tap."""
+        self._check_residual()
+        with torch.no_grad():
+            self.weight += centre_tap(self.weight)
 
     def _depthwise(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         # TorchScript skips this branch (it cannot compile autograd Functions); under FX the weight is a proxy;

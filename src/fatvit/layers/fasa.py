@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dwconv import DepthwiseConv2d
-from .fuse import fuse_conv_bn
+from .reparam import fold_batchnorm, pointwise_children
 
 __all__ = [
     "FASA",
@@ -97,16 +97,15 @@ class RefinedDownsample(nn.Module):
             x = layer(x)
         return x
 
-    def fuse(self) -> nn.Sequential:
-        """The inference form: each BatchNorm folded into its depthwise conv, in application order."""
-        layers = list(self.children())
-        fused: list[nn.Module] = []
-        for layer in layers:
-            if isinstance(layer, nn.BatchNorm2d):
-                fused[-1] = fuse_conv_bn(fused[-1], layer)
-            else:
-                fused.append(layer)
-        return nn.Sequential(*fused)
+    def reparameterize(self, pointwise_linear: bool = True) -> None:
+        """The inference form, in place: each BatchNorm folded into its depthwise conv (then an identity)."""
+        for name, layer in list(self.named_children()):
+            if name.startswith("bn"):
+                conv = getattr(self, "conv" + name[2:])
+                fold_batchnorm(conv, layer)
+                setattr(self, name, nn.Identity())
+        if pointwise_linear:
+            pointwise_children(self)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -161,11 +160,10 @@ class StridedConvDownsample(nn.Module):
             x = pad_to_multiple(x, self.window_size)
         return self.bn(self.conv(x))
 
-    def fuse(self) -> StridedConvDownsample:
-        """The inference form (in place): the BatchNorm folded into the conv."""
-        self.conv = fuse_conv_bn(self.conv, self.bn)
+    def reparameterize(self, pointwise_linear: bool = True) -> None:
+        """The inference form, in place: the BatchNorm folded into the conv."""
+        fold_batchnorm(self.conv, self.bn)
         self.bn = nn.Identity()
-        return self
 
 
 def make_kv_downsample(kind: str, dim: int, window_size: int) -> nn.Module:
@@ -257,6 +255,11 @@ class FASA(nn.Module):
         else:  # "cat"
             mixed = torch.cat([x_local, x_global], dim=1)
         return self.mixer(mixed)
+
+    def reparameterize(self, pointwise_linear: bool = True) -> None:
+        """The inference form, in place: with ``pointwise_linear``, ``q``, ``kv`` and ``mixer`` become linear."""
+        if pointwise_linear:
+            pointwise_children(self)
 
     def extra_repr(self) -> str:
         return f"num_heads={self.num_heads}, interaction={self.interaction!r}, kv_downsample={self.kv_downsample!r}"

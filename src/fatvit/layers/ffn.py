@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dwconv import DepthwiseConv2d
-from .fuse import Pointwise, add_identity, fuse_conv_bn
+from .reparam import Pointwise, fold_batchnorm, pointwise_children
 
-__all__ = ["ConvFFN", "FusedConvFFN", "DownsampleShortcut", "GELU", "gelu_in_memory_order"]
+__all__ = ["ConvFFN", "DownsampleShortcut", "GELU", "gelu_in_memory_order"]
 
 
 def gelu_in_memory_order(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
@@ -56,6 +56,8 @@ class ConvFFN(nn.Module):
     ) -> None:
         super().__init__()
         self.stride = stride
+        # x + DWConv(x) at stride 1; False once the residual is folded into the conv (reparameterize)
+        self.dw_residual = stride == 1
         self.fc1 = nn.Conv2d(dim, hidden_dim, 1)
         self.act = GELU()
         self.dwconv = DepthwiseConv2d(hidden_dim, kernel_size, stride=stride, padding=kernel_size // 2)
@@ -65,30 +67,23 @@ class ConvFFN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.fc1(x))
         # stride 1: x + DWConv(x), as one convolution
-        x = self.dwconv(x, residual=self.stride == 1)
+        x = self.dwconv(x, residual=self.dw_residual)
         return self.fc2(self.bn(x))
 
-    def fuse(self) -> FusedConvFFN:
-        """The inference form: the residual and BatchNorm folded into the depthwise conv (eval statistics)."""
-        dwconv = fuse_conv_bn(add_identity(self.dwconv) if self.stride == 1 else self.dwconv, self.bn)
-        if isinstance(self.fc1, Pointwise):  # the activation runs inside, on the linear's own output
-            self.fc1.act = self.act
-            return FusedConvFFN(self.fc1, nn.Identity(), dwconv, self.fc2)
-        return FusedConvFFN(self.fc1, self.act, dwconv, self.fc2)
+    def reparameterize(self, pointwise_linear: bool = True) -> None:
+        """The inference form, in place: the residual and BatchNorm (eval statistics) folded into the depthwise conv.
 
-
-class FusedConvFFN(nn.Module):
-    """ConvFFN for inference (:meth:`ConvFFN.fuse`): pointwise, GELU, depthwise conv, pointwise."""
-
-    def __init__(self, fc1: nn.Module, act: nn.Module, dwconv: nn.Module, fc2: nn.Module) -> None:
-        super().__init__()
-        self.fc1 = fc1
-        self.act = act
-        self.dwconv = dwconv
-        self.fc2 = fc2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.dwconv(self.act(self.fc1(x))))
+        With ``pointwise_linear``, ``fc1`` and ``fc2`` become :class:`Pointwise`, GELU running inside ``fc1``.
+        """
+        if self.dw_residual:
+            self.dwconv.fold_residual()
+            self.dw_residual = False
+        fold_batchnorm(self.dwconv, self.bn)
+        self.bn = nn.Identity()
+        if pointwise_linear:
+            pointwise_children(self)
+            if isinstance(self.fc1, Pointwise) and not isinstance(self.act, nn.Identity):
+                self.fc1.act, self.act = self.act, nn.Identity()
 
 
 class DownsampleShortcut(nn.Sequential):
@@ -101,6 +96,9 @@ class DownsampleShortcut(nn.Sequential):
             nn.Conv2d(dim, out_dim, 1),
         )
 
-    def fuse(self) -> nn.Sequential:
-        """The inference form: the BatchNorm folded into the depthwise conv."""
-        return nn.Sequential(fuse_conv_bn(self[0], self[1]), self[2])
+    def reparameterize(self, pointwise_linear: bool = True) -> None:
+        """The inference form, in place: the BatchNorm folded into the depthwise conv (and the 1x1 conv linear)."""
+        fold_batchnorm(self[0], self[1])
+        self[1] = nn.Identity()
+        if pointwise_linear:
+            pointwise_children(self)

@@ -6,7 +6,7 @@ import torch
 from timm.layers import GroupNorm1
 from torch import nn
 
-from .fuse import fuse_conv_bn
+from .reparam import fold_batchnorm, pointwise_children
 
 __all__ = ["ConvBNAct", "ConvStem"]
 
@@ -25,9 +25,10 @@ class ConvBNAct(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
 
-    def fuse(self) -> nn.Sequential:
-        """The inference form: the BatchNorm folded into the conv."""
-        return nn.Sequential(fuse_conv_bn(self.conv[0], self.conv[1]), self.conv[2])
+    def reparameterize(self, pointwise_linear: bool = True) -> None:
+        """The inference form, in place: the BatchNorm folded into the conv (``conv.1`` becomes an identity)."""
+        fold_batchnorm(self.conv[0], self.conv[1])
+        self.conv[1] = nn.Identity()
 
 
 class ConvStem(nn.Module):
@@ -49,3 +50,8 @@ class ConvStem(nn.Module):
         x = self.conv2(self.conv1(x))
         x = self.conv4(self.conv3(x))
         return self.layernorm(self.conv5(x))
+
+    def reparameterize(self, pointwise_linear: bool = True) -> None:
+        """The inference form, in place: with ``pointwise_linear``, ``conv5`` runs as a :class:`Pointwise`."""
+        if pointwise_linear:
+            pointwise_children(self)

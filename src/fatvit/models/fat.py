@@ -34,12 +34,10 @@ from ..layers import (
     SpatialReductionAttention,
 )
 from ..layers.dwconv import DepthwiseConv2d
-from ..layers.fuse import add_identity
 
 __all__ = [
     "FAT",
     "FATBlock",
-    "FusedFATBlock",
     "FATStage",
     "FATConfig",
     "MODEL_CONFIGS",
@@ -134,6 +132,8 @@ class FATBlock(nn.Module):
         stride = 1 if out_dim is None else 2
         out_dim = dim if out_dim is None else out_dim
         self.use_cpe = cpe
+        # x + CPE(x); False once the residual is folded into the CPE's conv (reparameterize)
+        self.cpe_residual = True
         self.cpe = DepthwiseConv2d(dim, kernel_size, padding=kernel_size // 2) if cpe else nn.Identity()
         self.norm1 = GroupNorm1(dim)
         self.attn = attn if attn is not None else FASA(dim, num_heads, kernel_size, window_size)
@@ -148,7 +148,7 @@ class FATBlock(nn.Module):
     def forward_mixer(self, x: torch.Tensor) -> torch.Tensor:
         """Token mixing at the block's input resolution: CPE and FASA."""
         if self.use_cpe:  # x + CPE(x), as one convolution
-            x = self.cpe(x, residual=True)
+            x = self.cpe(x, residual=self.cpe_residual)
         return self.mixer_out(x + self.drop_path1(self.attn(self.norm1(x))))
 
     def forward_ffn(self, x: torch.Tensor) -> torch.Tensor:
@@ -158,41 +158,17 @@ class FATBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_ffn(self.forward_mixer(x))
 
-    def fuse(self) -> "FusedFATBlock":
-        """The inference form (see :func:`fatvit.deploy`), from this block's (already fused) parts."""
-        return FusedFATBlock(self)
+    def reparameterize(self, pointwise_linear: bool = True) -> None:
+        """The inference form, in place: the CPE's residual folded into its conv, no drop paths.
 
-
-class FusedFATBlock(nn.Module):
-    """A FAT block for inference: the CPE's residual folded into its conv, no drop paths.
-
-    Same function as the eval-mode :class:`FATBlock` it is made from, with
-    that block's (fused) ``attn``, ``ffn`` and ``downsample``::
-
-        X = CPE'(X_in)            # CPE' = CPE + identity
-        Y = FASA(LN(X)) + X
-        Z = ConvFFN(LN(Y)) + ShortCut(Y)
-    """
-
-    def __init__(self, block: FATBlock) -> None:
-        super().__init__()
-        self.cpe = add_identity(block.cpe) if block.use_cpe else nn.Identity()
-        self.norm1 = block.norm1
-        self.attn = block.attn
-        self.mixer_out = block.mixer_out
-        self.norm2 = block.norm2
-        self.downsample = block.downsample
-        self.ffn = block.ffn
-
-    def forward_mixer(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.cpe(x)
-        return self.mixer_out(x + self.attn(self.norm1(x)))
-
-    def forward_ffn(self, x: torch.Tensor) -> torch.Tensor:
-        return self.downsample(x) + self.ffn(self.norm2(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_ffn(self.forward_mixer(x))
+        Its parts have their own ``reparameterize`` (see :func:`fatvit.deploy`);
+        the block computes ``X = CPE'(X_in)`` with ``CPE' = CPE + identity``.
+        """
+        if self.use_cpe and self.cpe_residual:
+            self.cpe.fold_residual()
+            self.cpe_residual = False
+        self.drop_path1 = nn.Identity()
+        self.drop_path2 = nn.Identity()
 
 
 class FATStage(nn.Module):

@@ -1,14 +1,23 @@
-"""Re-parameterisation for inference: the exact rewrites behind :func:`fatvit.deploy`.
+"""Re-parameterisation for inference: the exact rewrites behind the ``reparameterize()`` methods of FAT's modules.
 
-Each rewrite gives the same function with fewer or faster ops:
+Each rewrite gives the same function with fewer or faster ops, in place:
 
 * an eval-mode BatchNorm after a conv is folded into the conv's weights
-  (``torch.nn.utils.fusion.fuse_conv_bn_eval``);
+  (:func:`fold_batchnorm`, with ``torch.nn.utils.fusion.fuse_conv_bn_weights``),
+  and the BatchNorm becomes an ``nn.Identity``;
 * a residual around a stride-1 depthwise conv with "same" padding,
-  ``x + DWConv(x)``, is the conv with 1 added to its centre tap;
+  ``x + DWConv(x)``, is the conv with 1 added to its centre tap
+  (:meth:`~fatvit.layers.dwconv.DepthwiseConv2d.fold_residual`);
 * a 1x1 convolution is a linear map of the channels at each pixel:
   :class:`Pointwise` runs it as one matrix product over a channels-last map,
-  which is faster on a CPU than the convolution kernels for these shapes.
+  which is faster on a CPU than the convolution kernels for these shapes
+  (:func:`pointwise_children`).
+
+A module's ``reparameterize(pointwise_linear=True)`` rewrites its own
+direct children only, so the order in which a walker visits the modules does
+not matter (timm's ``reparameterize_model`` visits parents first), and a
+second call changes nothing. Attribute names stay, so a re-parameterised
+model's state-dict keys are the original's less the BatchNorms'.
 """
 
 from __future__ import annotations
@@ -16,9 +25,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-__all__ = ["Pointwise", "fuse_conv_bn", "add_identity", "is_pointwise_conv"]
+__all__ = ["Pointwise", "fold_batchnorm", "is_pointwise_conv", "pointwise_children"]
 
 
 class Pointwise(nn.Module):
@@ -68,28 +77,22 @@ def is_pointwise_conv(module: nn.Module) -> bool:
     )
 
 
-def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """``bn(conv(x))`` as one convolution, with ``bn``'s running statistics (a new module; inputs untouched)."""
-    return fuse_conv_bn_eval(conv.eval(), bn.eval())
+def pointwise_children(module: nn.Module) -> None:
+    """Replace, in place, every direct child of ``module`` that is a 1x1 convolution by its :class:`Pointwise`."""
+    for name, child in list(module.named_children()):
+        if is_pointwise_conv(child):
+            setattr(module, name, Pointwise.from_conv(child))
 
 
-def add_identity(conv: nn.Conv2d) -> nn.Conv2d:
-    """``x + conv(x)`` as one convolution, for a stride-1 depthwise ``conv`` with odd "same" padding (a new module)."""
-    k = conv.kernel_size
-    if not (
-        conv.groups == conv.in_channels == conv.out_channels
-        and conv.stride == (1, 1)
-        and k[0] % 2 == 1
-        and k[1] % 2 == 1
-        and conv.padding == (k[0] // 2, k[1] // 2)
-        and conv.dilation == (1, 1)
-    ):
-        raise ValueError(f"the identity folds only into a stride-1 depthwise conv with same padding: {conv}")
-    out = nn.Conv2d(conv.in_channels, conv.out_channels, k, padding=conv.padding, groups=conv.groups,
-                    bias=conv.bias is not None).to(conv.weight)  # fmt: skip
-    with torch.no_grad():
-        out.weight.copy_(conv.weight)
-        out.weight[:, 0, k[0] // 2, k[1] // 2] += 1
-        if conv.bias is not None:
-            out.bias.copy_(conv.bias)
-    return out
+@torch.no_grad()
+def fold_batchnorm(conv: nn.Conv2d, bn: nn.Module) -> None:
+    """Make ``conv`` compute ``bn(conv(x))`` with ``bn``'s running statistics, in place (``bn`` is left as it is).
+
+    Does nothing when ``bn`` is not a BatchNorm (already folded: an ``nn.Identity``).
+    """
+    if not isinstance(bn, nn.BatchNorm2d):
+        return
+    weight, bias = fuse_conv_bn_weights(
+        conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
+    )
+    conv.weight, conv.bias = weight, bias
