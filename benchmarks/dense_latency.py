@@ -35,8 +35,8 @@ import torch
 from fatvit import deploy
 from fatvit.benchmark import time_interleaved
 from fatvit.cli.format import render_table
-from fatvit.detection.models import build_detector
-from fatvit.segmentation.models import build_segmenter
+from fatvit.tasks.detection.models import build_detector
+from fatvit.tasks.segmentation.models import build_segmenter
 
 HEADS = ("retinanet", "mask_rcnn", "semantic_fpn")
 BACKBONES = ("fat_b0", "resnet18")
@@ -72,7 +72,7 @@ def _runner(head: str, backbone: str, height: int, width: int, mode: str, folder
         export_onnx(model, path, img_size=64)
         feed = {"image": x.numpy()}
     else:
-        from fatvit.detection.export import export_detector
+        from fatvit.tasks.detection.export import export_detector
 
         export_detector(model, path)
         feed = {"image": x[0].numpy()}

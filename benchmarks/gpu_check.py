@@ -136,10 +136,10 @@ def _dense_batch(device: torch.device, size: int) -> tuple:
 
 def dense_check(device: torch.device, size: int, steps: int, amp_mode: str = "auto") -> dict:
     """RetinaNet and Semantic FPN (FAT-B0) trained a few steps on one fixed batch under AMP as the tasks run it."""
-    from fatvit.detection.models import build_detector
     from fatvit.models.backbone import features_autocast
-    from fatvit.segmentation.models import build_segmenter
-    from fatvit.segmentation.task import pixel_cross_entropy
+    from fatvit.tasks.detection.models import build_detector
+    from fatvit.tasks.segmentation.models import build_segmenter
+    from fatvit.tasks.segmentation.task import pixel_cross_entropy
 
     amp = resolve_amp(amp_mode, device)
     images, targets, labels = _dense_batch(device, size)

@@ -159,7 +159,7 @@ def digits_run(tmp_path_factory):
 
 def write_held_out_digits(folder: Path, count: int | None = None) -> list:
     """The digits set's held-out images as PNG files ``<index>.png``; returns their labels in order."""
-    from fatvit.data import digits_splits
+    from fatvit.tasks.classification.data import digits_splits
 
     folder.mkdir(parents=True, exist_ok=True)
     _, val = digits_splits()

@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from conftest import FAST_RECIPE, TINY_MODEL_OVERRIDES
-from fatvit.config import DetectConfig, load_config
+from fatvit.config import load_config
+from fatvit.tasks.detection.config import DetectConfig
 from fatvit.train import Trainer
 
 

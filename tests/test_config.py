@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fatvit.config import TrainConfig, apply_overrides, load_config, make_config, read_recipe, recipe_names
+from fatvit.config import apply_overrides, load_config, make_config, read_recipe, recipe_names
 from fatvit.errors import FatvitError
+from fatvit.tasks.classification.config import ClassifyConfig
 from fatvit.train import resolve_amp
 
 
@@ -61,7 +62,7 @@ def test_typed_values_need_no_round_trip_through_text():
 )
 def test_config_checks_its_values(field, value, message):
     with pytest.raises(FatvitError) as err:
-        TrainConfig(**{field: value})
+        ClassifyConfig(**{field: value})
     assert str(err.value).startswith(f"config key '{field}' must be") and message in str(err.value)
 
 
@@ -76,7 +77,8 @@ def test_amp_auto_is_fp32_on_cpu_and_mixed_on_cuda(monkeypatch):
 
 
 def test_dense_configs_recipes_and_run_length():
-    from fatvit.config import DetectConfig, SegmentConfig
+    from fatvit.tasks.detection.config import DetectConfig
+    from fatvit.tasks.segmentation.config import SegmentConfig
 
     det = load_config("coco_retinanet_1x", cls=DetectConfig)
     assert det == load_config(None, cls=DetectConfig)  # the paper's 1x is the config's default
@@ -112,21 +114,21 @@ def test_dense_configs_recipes_and_run_length():
         ("SegmentConfig", ["ratio_range=[2, 1]"], "'ratio_range' must be [min, max]"),
         ("SegmentConfig", ["num_classes=1"], "'num_classes' must be 2..254"),
         ("SegmentConfig", ["sched=linear"], "'sched' must be one of cosine, multistep, poly"),
-        ("TrainConfig", ["task=detect"], "this recipe is for task 'detect'"),
+        ("ClassifyConfig", ["task=detect"], "this recipe is for task 'detect'"),
     ],
 )
 def test_dense_config_values_are_checked(cls, overrides, message):
-    import fatvit.config as config
+    import fatvit
 
     with pytest.raises(FatvitError) as err:
-        load_config(None, overrides, cls=getattr(config, cls))
+        load_config(None, overrides, cls=getattr(fatvit, cls))
     assert message in str(err.value)
 
 
 def test_a_run_length_given_twice_in_one_layer_is_an_error(tmp_path):
     """The recipe may set one of epochs and iterations and the command line the other (it wins, and the run's
     start line says so); one layer setting both is an error, not a silent pick."""
-    from fatvit.config import DetectConfig
+    from fatvit.tasks.detection.config import DetectConfig
 
     with pytest.raises(FatvitError, match="epochs=2 and iterations=3 are both given"):
         load_config(None, ["iterations=3"], {"epochs": 2}, cls=DetectConfig)

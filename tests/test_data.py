@@ -11,15 +11,8 @@ from PIL import Image
 from timm.data import create_transform
 
 from conftest import make_image_folder
-from fatvit.data import (
-    ResumableSampler,
-    SafeImageFolder,
-    SeededDataset,
-    build_splits,
-    digits_splits,
-    find_split,
-    load_rgb,
-)
+from fatvit.data import ResumableSampler, SeededDataset, load_rgb
+from fatvit.tasks.classification.data import SafeImageFolder, build_splits, digits_splits, find_split
 
 
 def test_every_format_is_read_as_rgb(tmp_path):
@@ -129,7 +122,7 @@ def test_loader_workers_are_capped_at_the_cores_available_and_the_cap_is_said_on
         assert loader.num_workers == 2
     assert [str(w.message) for w in caught] == ["4 loader workers asked for, 2 used: this process may run on 2 cores"]
     # the evaluation verbs' default adapts to the cores, without a warning
-    from fatvit.inference import inference_config
+    from fatvit.tasks.classification.inference import inference_config
 
     assert data.default_workers() == 2 and inference_config({})[0].workers == 2
     monkeypatch.setattr(data, "usable_cores", lambda: 16)

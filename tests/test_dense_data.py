@@ -16,17 +16,17 @@ from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from fatvit.detection.data import CocoDetection, collate_detection, detection_transform
-from fatvit.detection.metrics import CocoEvaluator
 from fatvit.errors import FatvitError
-from fatvit.scenes import SCENE_CLASSES, write_digit_scenes
-from fatvit.segmentation.data import (
+from fatvit.tasks.detection.data import CocoDetection, collate_detection, detection_transform
+from fatvit.tasks.detection.metrics import CocoEvaluator
+from fatvit.tasks.scenes import SCENE_CLASSES, write_digit_scenes
+from fatvit.tasks.segmentation.data import (
     ADE20KSegmentation,
     SegmentationTrainTransform,
     collate_segmentation,
     read_class_names,
 )
-from fatvit.segmentation.metrics import SegmentationMetrics, predict_logits
+from fatvit.tasks.segmentation.metrics import SegmentationMetrics, predict_logits
 
 
 @pytest.fixture(scope="module")
@@ -408,7 +408,7 @@ def _loader_error(dataset, transform, collate, workers):
 
 def test_loader_worker_data_errors_are_the_same_one_line(tmp_path):
     """A data error in a loader worker reaches the caller as the same FatvitError, not PyTorch's traceback."""
-    from fatvit.segmentation.data import SegmentationEvalTransform
+    from fatvit.tasks.segmentation.data import SegmentationEvalTransform
 
     root, path = _coco_file(tmp_path, [_ann(1, 1, 3, [1, 1, 5, 5])])
     Image.new("RGB", (20, 20)).save(root / "a.png")  # the JSON says 40x30
@@ -501,7 +501,7 @@ def test_aspect_ratio_groups_give_one_group_per_batch_on_every_replica_and_resum
 
 def _distortion_with(monkeypatch, coins, uniforms=(), ints=()):
     """The photometric distortion with its random draws fixed: ``coins`` for random.random, in call order."""
-    import fatvit.segmentation.data as seg_data
+    import fatvit.tasks.segmentation.data as seg_data
 
     draws = dict(random=iter(coins), uniform=iter(uniforms), randint=iter(ints))
     monkeypatch.setattr(seg_data.random, "random", lambda: next(draws["random"]))
@@ -529,7 +529,7 @@ def test_photometric_brightness_is_clipped_before_contrast(monkeypatch):
 def test_segmentation_images_resize_as_opencv_bilinear_without_antialiasing():
     from torchvision.transforms.v2.functional import to_pil_image
 
-    from fatvit.segmentation.data import SegmentationEvalTransform, resize_image
+    from fatvit.tasks.segmentation.data import SegmentationEvalTransform, resize_image
 
     torch.manual_seed(0)
     image = torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8)
@@ -545,7 +545,7 @@ def test_segmentation_images_resize_as_opencv_bilinear_without_antialiasing():
 
 
 def test_segmentation_cross_entropy_divides_by_every_pixel_as_mmseg():
-    from fatvit.segmentation.task import pixel_cross_entropy
+    from fatvit.tasks.segmentation.task import pixel_cross_entropy
 
     torch.manual_seed(0)
     logits = torch.randn(2, 5, 4, 4)

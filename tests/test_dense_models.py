@@ -9,12 +9,12 @@ import torch
 
 from conftest import cli_error
 from fatvit.checkpoint import CheckpointError, save_safetensors
-from fatvit.detection.models import build_detector
 from fatvit.errors import FatvitError
 from fatvit.models import create_model
 from fatvit.models.backbone import StageFeatures, features_autocast
-from fatvit.segmentation.models import build_segmenter
 from fatvit.tables import DENSE_PARAMS_TOL_M, measure_dense_table
+from fatvit.tasks.detection.models import build_detector
+from fatvit.tasks.segmentation.models import build_segmenter
 
 SMALL = dict(min_size=96, max_size=128)
 
@@ -135,7 +135,7 @@ def test_bf16_autocast_decodes_boxes_in_float32(name):
 def test_mask_rcnn_roi_align_is_aligned_with_adaptive_sampling():
     from torchvision.ops import MultiScaleRoIAlign, roi_align
 
-    from fatvit.detection.rcnn import AlignedMultiScaleRoIAlign
+    from fatvit.tasks.detection.rcnn import AlignedMultiScaleRoIAlign
 
     heads = build_detector("mask_rcnn_fat_b0", **SMALL).roi_heads
     for pool, size in ((heads.box_roi_pool, 7), (heads.mask_roi_pool, 14)):

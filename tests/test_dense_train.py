@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from conftest import TINY_MODEL_OVERRIDES, cli_error, set_args
-from fatvit.config import DetectConfig, SegmentConfig, load_config
-from fatvit.scenes import write_digit_scenes
+from fatvit.config import load_config
+from fatvit.tasks.detection.config import DetectConfig
+from fatvit.tasks.scenes import write_digit_scenes
+from fatvit.tasks.segmentation.config import SegmentConfig
 from fatvit.train import Trainer
 
 # a tiny backbone, small images, no workers: behaviour, not accuracy
@@ -413,8 +415,8 @@ def test_bf16_training_evaluates_in_float32_boxes_as_detect_eval_does(detect_run
     result = json.loads(capsys.readouterr().out)
     for key, value in summary["final_metrics"].items():
         assert result[key] == pytest.approx(value, abs=1e-9), key
-    from fatvit.detection.inference import detect_images, load_detector
     from fatvit.models.backbone import features_autocast
+    from fatvit.tasks.detection.inference import detect_images, load_detector
 
     model, _ = load_detector(run / "last.pth")
     image = sorted((scenes / "coco" / "val").iterdir())[0]
@@ -425,7 +427,7 @@ def test_bf16_training_evaluates_in_float32_boxes_as_detect_eval_does(detect_run
 
 
 def test_dense_recipes_decay_every_parameter_and_classification_keeps_timm_groups(scenes, tmp_path):
-    from fatvit.config import TrainConfig
+    from fatvit.tasks.classification.config import ClassifyConfig
 
     def groups(cls, extra):
         trainer = Trainer(load_config(None, [*extra, f"output={tmp_path / str(len(extra))}"], cls=cls))
@@ -438,7 +440,7 @@ def test_dense_recipes_decay_every_parameter_and_classification_keeps_timm_group
         assert load_config(name, [], cls=cls).no_decay_1d is False, name
     _, kept = groups(SegmentConfig, [*SEGMENT_FAST, f"data={scenes / 'ade'}", "iterations=2", "no_decay_1d=true"])
     assert len(kept) == 2 and kept[0][1] == 0.0 and kept[1][1] == 1e-4  # timm's: 1-D parameters not decayed
-    classify = load_config("digits", [*TINY_MODEL_OVERRIDES], cls=TrainConfig)
+    classify = load_config("digits", [*TINY_MODEL_OVERRIDES], cls=ClassifyConfig)
     assert classify.no_decay_1d is True
     from fatvit.train import create_optimizer
 
@@ -490,7 +492,7 @@ def test_detection_training_leaves_out_empty_images_and_groups_batches_by_aspect
 def test_detection_recipes_name_their_drop_path_and_use_the_segmentation_rates():
     from fatvit.catalog import BACKBONE_DROP_PATH
     from fatvit.config import _recipe_files
-    from fatvit.detection.models import build_detector
+    from fatvit.tasks.detection.models import build_detector
 
     for name in ("coco_retinanet_1x", "coco_mask_rcnn_1x"):
         text = _recipe_files()[name].read_text()
@@ -509,8 +511,8 @@ def test_segment_export_writes_onnx_matching_pytorch_at_any_size(scenes, tmp_pat
 
     from fatvit.cli import main
     from fatvit.export import onnx_session, read_onnx_metadata
-    from fatvit.segmentation.data import SegmentationEvalTransform
-    from fatvit.segmentation.inference import load_segmenter
+    from fatvit.tasks.segmentation.data import SegmentationEvalTransform
+    from fatvit.tasks.segmentation.inference import load_segmenter
 
     run = tmp_path / "run"
     assert main(["segment", "train", "--data", str(scenes / "ade"), "--iterations", "1", "--output", str(run),
@@ -539,9 +541,9 @@ def test_segment_export_writes_onnx_matching_pytorch_at_any_size(scenes, tmp_pat
 
 def test_detect_export_writes_onnx_whose_detections_match_pytorch(detect_run, scenes, tmp_path, capsys):
     from fatvit.cli import main
-    from fatvit.detection.export import match_detections
-    from fatvit.detection.inference import load_detector
     from fatvit.export import onnx_session, read_onnx_metadata
+    from fatvit.tasks.detection.export import match_detections
+    from fatvit.tasks.detection.inference import load_detector
 
     # sharper class scores than one training step gives (detections that are not a tie of near-equal scores)
     ckpt = torch.load(detect_run / "last.pth", weights_only=True)
@@ -575,7 +577,7 @@ def test_detect_export_writes_onnx_whose_detections_match_pytorch(detect_run, sc
 def test_files_and_runs_from_before_the_mmdet_settings_keep_what_they_did(detect_run, tmp_path):
     """A file without the new record entries is rebuilt as it was trained (torchvision's P7 ReLU and RoIAlign);
     a run without the new config keys resumes with the settings it started with."""
-    from fatvit.detection.inference import load_detector
+    from fatvit.tasks.detection.inference import load_detector
     from fatvit.train import create_optimizer
 
     ckpt = torch.load(detect_run / "last.pth", weights_only=True)

@@ -247,8 +247,8 @@ def test_a_saved_model_is_deployed_after_loading_and_deployed_weights_fit_only_a
     """The supported way (README, 'Saving a deployed model'): save the model as trained, deploy after loading."""
     from conftest import cli_error
     from fatvit.checkpoint import CheckpointError, apply_state_dict, read_checkpoint, save_safetensors
-    from fatvit.inference import load_classifier
     from fatvit.models import create_model
+    from fatvit.tasks.classification.inference import load_classifier
 
     out, _ = digits_run
     classifier = load_classifier(out / "model.safetensors")

@@ -68,7 +68,7 @@ def test_cli_under_torchrun(tmp_path, capsys):
 def test_two_processes_train_a_detector_in_sync(tmp_path):
     """Mask R-CNN under 2-process Gloo DDP: the same weights on both ranks after the steps, each rank on its own
     half of the images; the evaluation (COCOeval on the gathered detections) runs on every rank."""
-    from fatvit.scenes import write_digit_scenes
+    from fatvit.tasks.scenes import write_digit_scenes
 
     scenes = write_digit_scenes(tmp_path / "scenes", train=8, val=2, size=64)
     proc = _torchrun(str(REPO / "tests" / "ddp_worker.py"), str(tmp_path), str(scenes / "coco"), "detect")

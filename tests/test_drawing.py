@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from fatvit.detection.inference import draw_detections
 from fatvit.drawing import MIN_SIDE, add_legend, label_font, palette, place_labels, to_tensor, upscale
-from fatvit.segmentation.inference import draw_classes
+from fatvit.tasks.detection.inference import draw_detections
+from fatvit.tasks.segmentation.inference import draw_classes
 
 CLASSES = [str(d) for d in range(10)]
 

@@ -12,9 +12,9 @@ from PIL import Image
 from conftest import TINY_ARGS, cli_error, write_held_out_digits
 from fatvit.cli import main
 from fatvit.errors import FatvitError
-from fatvit.evaluate import eval_transform
 from fatvit.explain import class_activation_map, explain, fasa_maps, map_notes, map_point, plot_explanation
 from fatvit.models import create_model, model_names
+from fatvit.tasks.classification.metrics import eval_transform
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 

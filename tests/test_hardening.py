@@ -206,7 +206,7 @@ def test_unreadable_val_images_are_counted_and_other_files_reported(tmp_path, ca
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(out / "last.pth"), "--data", str(data), "--device", "cpu", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["skipped_images"] == 1
-    from fatvit.data import SafeImageFolder
+    from fatvit.tasks.classification.data import SafeImageFolder
 
     assert any(p.endswith("anim.gif") for p, _ in SafeImageFolder(data / "train").samples)
 

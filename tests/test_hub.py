@@ -16,8 +16,8 @@ from fatvit import FAT
 from fatvit.checkpoint import CheckpointError, save_safetensors
 from fatvit.cli import main
 from fatvit.errors import FatvitError
-from fatvit.inference import load_classifier
 from fatvit.models.fat import InteractionMismatchWarning
+from fatvit.tasks.classification.inference import load_classifier
 
 
 def _same_outputs(a: torch.nn.Module, b: torch.nn.Module, size: int = 32) -> bool:

@@ -11,7 +11,7 @@ import torch
 
 from conftest import cli_error, write_held_out_digits
 from fatvit.cli import main
-from fatvit.predictions import find_images, predict
+from fatvit.tasks.classification.predict import find_images, predict
 
 
 def _records(capsys, argv):

@@ -17,11 +17,11 @@ from PIL import Image
 from conftest import cli_error, write_held_out_digits
 from fatvit.benchmark import run_benchmark
 from fatvit.cli import main
-from fatvit.data import digits_splits
 from fatvit.errors import FatvitError
 from fatvit.export import read_onnx_metadata
-from fatvit.inference import load_classifier
 from fatvit.quantize import split_calibration
+from fatvit.tasks.classification.data import digits_splits
+from fatvit.tasks.classification.inference import load_classifier
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ import torch
 
 from conftest import cli_error, write_held_out_digits
 from fatvit.cli import main
-from fatvit.data import digits_splits
-from fatvit.inference import load_classifier
 from fatvit.runtime import RuntimeModel
+from fatvit.tasks.classification.data import digits_splits
+from fatvit.tasks.classification.inference import load_classifier
 
 needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="the openvino extra (in dev)")
 

@@ -11,7 +11,7 @@ import sysconfig
 from pathlib import Path
 
 from conftest import REPO
-from fatvit.scenes import SCENES_VERSION
+from fatvit.tasks.scenes import SCENES_VERSION
 
 
 def scenes_cache_of(base: Path) -> Path:

@@ -25,6 +25,10 @@ __version__ = "0.1.0"
 #: The public names and the module each comes from.
 _EXPORTS = {
     "CheckpointError": "checkpoint",
+    "ClassifyConfig": "tasks.classification.config",
+    "TrainConfig": "tasks.classification.config",
+    "DetectConfig": "tasks.detection.config",
+    "SegmentConfig": "tasks.segmentation.config",
     "load_checkpoint": "checkpoint",
     "read_state_dict": "checkpoint",
     "save_safetensors": "checkpoint",
@@ -32,17 +36,21 @@ _EXPORTS = {
     "deploy": "deploy",
     "explain_image": "explain",
     "export_onnx": "export",
-    "load_classifier": "inference",
+    "load_classifier": "tasks.classification.inference",
     "FAT": "models",
     "MODEL_CONFIGS": "models",
     "model_names": "models",
-    "predict": "predictions",
+    "predict": "tasks.classification.predict",
 }
 
 __all__ = [
     "FAT",
     "MODEL_CONFIGS",
     "CheckpointError",
+    "ClassifyConfig",
+    "DetectConfig",
+    "SegmentConfig",
+    "TrainConfig",
     "compile_inference",
     "deploy",
     "explain_image",
@@ -61,9 +69,12 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load
     from .deploy import compile_inference, deploy
     from .explain import explain_image
     from .export import export_onnx
-    from .inference import load_classifier
     from .models import FAT, MODEL_CONFIGS, model_names
-    from .predictions import predict
+    from .tasks.classification.config import ClassifyConfig, TrainConfig
+    from .tasks.classification.inference import load_classifier
+    from .tasks.classification.predict import predict
+    from .tasks.detection.config import DetectConfig
+    from .tasks.segmentation.config import SegmentConfig
 
 
 def __getattr__(name: str) -> Any:

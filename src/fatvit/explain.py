@@ -321,7 +321,7 @@ def explain_image(
     """:func:`explain` for an image file (or PIL image), preprocessed as ``classifier`` records.
 
     Args:
-        classifier: a :class:`fatvit.inference.Classifier`.
+        classifier: a :class:`fatvit.tasks.classification.inference.Classifier`.
         image: a path or a PIL image.
         point: the attention's query (x, y) in pixels of the image as given (default: the centre of what
             the model sees).

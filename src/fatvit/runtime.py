@@ -5,7 +5,7 @@ whose ``forward`` takes a float32 CPU tensor and returns the logits as one,
 so that the evaluation loop, the predictions and the benchmarks run an
 exported file exactly as they run a PyTorch model. :func:`load_exported`
 reads the file's metadata (written by ``fatvit export``: model, class
-names, preprocessing) into a :class:`~fatvit.inference.Classifier`.
+names, preprocessing) into a :class:`~fatvit.tasks.classification.inference.Classifier`.
 
 OpenVINO is an optional extra (``pip install 'fatvit[openvino]'``); it is
 compiled for the CPU with the latency hint and float32 inference precision

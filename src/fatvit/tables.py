@@ -115,8 +115,8 @@ def measure_dense_table() -> List[Dict[str, Any]]:
     The detectors are counted for COCO's 80 classes, Semantic FPN for
     ADE20K's 150. ``within_bounds`` is None where the paper gives no count.
     """
-    from .detection.models import DETECTORS, build_detector
-    from .segmentation.models import SEGMENTERS, build_segmenter
+    from .tasks.detection.models import DETECTORS, build_detector
+    from .tasks.segmentation.models import SEGMENTERS, build_segmenter
 
     rows = []
     for name, cfg in {**DETECTORS, **SEGMENTERS}.items():

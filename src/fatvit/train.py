@@ -1,4 +1,4 @@
-"""The training engine, shared by classification, detection and segmentation (see :mod:`fatvit.task`):
+"""The training engine, shared by classification, detection and segmentation (see :mod:`fatvit.tasks.base`):
 a task brings its data, model, loss and metrics, the engine everything else.
 
 One process or many (``torchrun``: DDP with NCCL on GPUs, Gloo on CPUs).
@@ -12,7 +12,7 @@ had never stopped::
     summary = Trainer(load_config("digits", ["epochs=5", "output=runs/digits"])).fit()
     summary = Trainer.resume("runs/digits/last.pth").fit()  # after an interruption
 
-    from fatvit.config import DetectConfig
+    from fatvit.tasks.detection.config import DetectConfig
     summary = Trainer(load_config("digit_scenes_detect", cls=DetectConfig)).fit()  # RetinaNet on the digit scenes
 
 A run's folder must be new or empty (``overwrite=True`` replaces the files of
@@ -47,13 +47,13 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError, read_file, save_checkpoint, save_safetensors
-from .config import BEFORE_KEYS, RunConfig, apply_overrides, make_config
+from .config import RunConfig, apply_overrides, make_config
 from .data import ResumableSampler, SeededDataset, make_loader
 from .distributed import all_reduce_sum, cleanup, init_distributed
 from .errors import FatvitError
 from .files import check_output_dir, prepare_output_dir
 from .reporting import append_csv, keep_csv_rows, plot_curves, write_csv, write_json_atomic
-from .task import get_task
+from .tasks import DEFAULT_TASK, TASKS, config_class, get_task
 
 __all__ = [
     "Trainer",
@@ -257,11 +257,12 @@ class Trainer:
         """
         ckpt = read_training_checkpoint(path)
         folder = Path(path).resolve().parent
-        before = BEFORE_KEYS.get(ckpt["config"].get("task") or "classify", {})
-        saved = make_config({**before, **ckpt["config"]})  # a key the run predates keeps what the run did
+        config_cls = config_class(ckpt["config"].get("task") or DEFAULT_TASK)
+        saved = make_config({**config_cls.BEFORE_KEYS, **ckpt["config"]}, config_cls)  # a key the run predates
+        # keeps what the run did
         if task is not None and saved.task != task:
-            verbs = {"classify": "fatvit train", "detect": "fatvit detect train", "segment": "fatvit segment train"}
-            raise FatvitError(f"{path} is a {saved.task!r} run: resume it with {verbs[saved.task]} --resume {path}")
+            command = TASKS[saved.task].train_command
+            raise FatvitError(f"{path} is a {saved.task!r} run: resume it with {command} --resume {path}")
         # typed and checked, then compared
         cfg = make_config(apply_overrides(saved.to_dict(), overrides, typed, type(saved)), type(saved))
         if cfg.output != saved.output and Path(cfg.output or "").resolve() != folder:

@@ -14,6 +14,7 @@ import warnings
 from typing import Any, List, NoReturn, Optional
 
 from ..errors import FatvitError
+from ..tasks import TASKS
 
 #: Each verb: the module of ``fatvit.cli`` that defines it, and its line in ``fatvit --help``. Only the module
 #: of the verb given is imported, so ``fatvit --help`` and a mistyped verb answer without torch.
@@ -27,8 +28,8 @@ VERBS = {
     "export": ("export", "export a FAT model to ONNX, checked with ONNX Runtime"),
     "quantize": ("quantize", "a classifier as an int8 ONNX file, refused if it loses more top-1 than allowed"),
     "benchmark": ("benchmark", "latency and throughput of FAT and timm peers, eager/deployed/compiled/ONNX Runtime"),
-    "detect": ("detect", "object detection: train, evaluate, predict (RetinaNet, Mask R-CNN)"),
-    "segment": ("segment", "semantic segmentation: train, evaluate, predict (Semantic FPN)"),
+    # a task with its own verb group (fatvit detect train|eval|predict|export): the registry's line
+    **{spec.verb: (spec.verb, spec.help) for spec in TASKS.values() if spec.verb},
 }
 
 

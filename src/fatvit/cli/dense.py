@@ -93,7 +93,7 @@ def output_paths(inputs: Sequence[str], output: str, overwrite: bool) -> List[tu
     """(image, drawn image) pairs: every image the inputs name, and ``OUTPUT/<stem>.png`` for it; checked
     before any work (a name taken twice, or a file there without ``overwrite``, is an error). The folder is
     not made here: see :func:`drawing_folder`."""
-    from ..predictions import find_images
+    from ..tasks.classification.predict import find_images
 
     images = find_images(inputs)
     out = check_output_dir(output)

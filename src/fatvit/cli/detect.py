@@ -7,8 +7,8 @@ import json
 import sys
 
 from ..catalog import DETECTORS
-from ..config import DetectConfig
 from ..errors import FatvitError
+from ..tasks.detection.config import DetectConfig
 from .dense import (
     add_actions,
     add_eval_options,
@@ -113,7 +113,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from ..detection.inference import evaluate_checkpoint
+    from ..tasks.detection.inference import evaluate_checkpoint
 
     device = check_device(args.device)
     metrics, text = evaluate_checkpoint(
@@ -134,8 +134,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from torchvision.transforms.v2.functional import pil_to_tensor
 
     from ..data import load_rgb
-    from ..detection.inference import detect_images, draw_detections, load_detector
     from ..errors import FatvitError
+    from ..tasks.detection.inference import detect_images, draw_detections, load_detector
 
     if not 0 <= args.score_threshold <= 1:
         raise FatvitError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
@@ -178,10 +178,10 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ..detection.export import check_detector_onnx, check_detector_opset, check_images, export_detector
-    from ..detection.inference import load_detector
     from ..files import check_output_file
-    from ..predictions import find_images
+    from ..tasks.classification.predict import find_images
+    from ..tasks.detection.export import check_detector_onnx, check_detector_opset, check_images, export_detector
+    from ..tasks.detection.inference import load_detector
 
     # everything that can be refused is, before the model is loaded and exported
     output = check_output_file(args.output, "--output", args.overwrite)

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Tuple
 
-from ..config import INFERENCE_KEYS
 from ..errors import FatvitError
+from ..tasks.classification.config import INFERENCE_KEYS
 from .model_options import add_model_options, add_runtime_option, typed_values
 
 
@@ -42,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data import ResumableSampler, SeededDataset, make_loader
     from ..distributed import pick_device
-    from ..evaluate import evaluate
-    from ..inference import load_classifier
+    from ..tasks.classification.inference import load_classifier
+    from ..tasks.classification.metrics import evaluate
 
     loaded = load_classifier(
         args.checkpoint,
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
 def open_validation(data: Optional[str]) -> Tuple[Any, str]:
     """The images to evaluate on, and how to name them: ``data``'s validation folder (``data`` itself when it has
     none; the one found is named in the log), or the digits held-out split when ``data`` is None."""
-    from ..data import SafeImageFolder, digits_splits, find_split
+    from ..tasks.classification.data import SafeImageFolder, digits_splits, find_split
 
     if data is None:
         return digits_splits()[1], "the digits held-out split"

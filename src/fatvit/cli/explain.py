@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 from typing import Tuple
 
-from ..config import INFERENCE_KEYS
 from ..errors import FatvitError
 from ..files import atomic_write, check_output_dir, prepare_output_dir
+from ..tasks.classification.config import INFERENCE_KEYS
 from .model_options import add_model_options, typed_values
 
 #: Config keys that apply to explanations (one image, on the CPU, channels-first: no data set, batch, workers, device).
@@ -54,7 +54,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..explain import explain_image, map_notes, plot_explanation
-    from ..inference import is_exported, load_classifier, read_class_names
+    from ..tasks.classification.inference import is_exported, load_classifier, read_class_names
 
     image = Path(args.image)
     if not image.is_file():

@@ -95,8 +95,8 @@ def load_for_export(
     """
     from timm.data import resolve_data_config
 
-    from ..inference import inference_config, load_classifier
     from ..models import FAT, create_model
+    from ..tasks.classification.inference import inference_config, load_classifier
 
     if checkpoint:
         classifier = load_classifier(checkpoint, typed, overrides, ema, None, EXPORT_KEYS, "export")

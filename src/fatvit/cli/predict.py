@@ -7,10 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from ..config import INFERENCE_KEYS
 from ..errors import FatvitError
 from ..files import check_output_file
 from ..reporting import write_csv
+from ..tasks.classification.config import INFERENCE_KEYS
 from .format import positive_int, render_table
 from .model_options import add_model_options, add_runtime_option, typed_values
 
@@ -57,8 +57,8 @@ def _csv_rows(records: list, k: int) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inference import load_classifier, read_class_names
-    from ..predictions import predict
+    from ..tasks.classification.inference import load_classifier, read_class_names
+    from ..tasks.classification.predict import predict
 
     csv_path = check_output_file(args.csv, "--csv", args.overwrite) if args.csv else None
     classes = read_class_names(args.classes) if args.classes else None

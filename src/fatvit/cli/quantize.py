@@ -68,9 +68,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data import ResumableSampler, SeededDataset, make_loader
     from ..export import require_onnx, write_onnx
-    from ..inference import is_exported, load_exported
     from ..quantize import compare_top1, quantize_onnx, split_calibration
     from ..runtime import RuntimeModel
+    from ..tasks.classification.inference import is_exported, load_exported
     from .eval import check_classes, open_validation
     from .export import export_checked, load_for_export, onnx_metadata
 

@@ -7,8 +7,8 @@ import json
 import sys
 
 from ..catalog import SEGMENTERS
-from ..config import SegmentConfig
 from ..errors import FatvitError
+from ..tasks.segmentation.config import SegmentConfig
 from .dense import (
     add_actions,
     add_eval_options,
@@ -106,7 +106,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from ..segmentation.inference import evaluate_checkpoint
+    from ..tasks.segmentation.inference import evaluate_checkpoint
 
     device = check_device(args.device)
     result = evaluate_checkpoint(
@@ -134,7 +134,7 @@ def _pct(value: float) -> str:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from ..segmentation.inference import draw_classes, load_segmenter, segment_image
+    from ..tasks.segmentation.inference import draw_classes, load_segmenter, segment_image
 
     device = check_device(args.device)
     pairs = output_paths(args.inputs, args.output, args.overwrite)
@@ -183,7 +183,7 @@ def class_shares(class_map, num_classes: int) -> dict:  # noqa: ANN001 - a HxW t
 def run_export(args: argparse.Namespace) -> int:
     from ..export import check_onnx, check_opset, export_onnx
     from ..files import check_output_file
-    from ..segmentation.inference import load_segmenter
+    from ..tasks.segmentation.inference import load_segmenter
 
     output = check_output_file(args.output, "--output", args.overwrite)
     check_opset(args.opset, "--opset")

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
 
-from ..config import AMP_MODES, TrainConfig, load_config, recipe_files, recipe_values
+from ..config import AMP_MODES, load_config, recipe_files, recipe_values
 from ..errors import FatvitError
+from ..tasks.classification.config import ClassifyConfig
 from .format import add_set_option, non_negative_int, positive_int
 
 #: Flags that are shortcuts for config keys (any key also works with --set KEY=VALUE).
@@ -54,13 +55,13 @@ FLAG_HELP = {
 #: Defaults that no recipe sets.
 FIXED_DEFAULTS = {"data": "the task's embedded data set", "output": "runs/<model>-<time>"}
 
-#: The recipes a training verb uses without --config: without --data, and with it.
-DEFAULT_RECIPES = {"classify": ("digits", "imagenet")}
+#: The recipes ``fatvit train`` uses without --config: without --data, and with it.
+DEFAULT_RECIPES = ("digits", "imagenet")
 
 
 def default_recipe(data: Optional[str]) -> str:
     """The recipe used without --config: ``digits`` for the embedded set, the paper's ``imagenet`` with --data."""
-    return DEFAULT_RECIPES["classify"][0 if data is None else 1]
+    return DEFAULT_RECIPES[0 if data is None else 1]
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
@@ -74,7 +75,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
             "processes (DDP)."
         ),
     )
-    add_training_arguments(p, TrainConfig, DEFAULT_RECIPES["classify"], "a FAT size or variant, or any timm model")
+    add_training_arguments(p, ClassifyConfig, DEFAULT_RECIPES, "a FAT size or variant, or any timm model")
     p.set_defaults(run=run)
 
 
@@ -99,9 +100,7 @@ def add_training_arguments(
     --resume, --overwrite, --max-steps, --json. ``recipes``: the recipe used without --data and the one used
     with it, whose values the flags' help gives as defaults."""
     names = recipe_files(cls.TASK)
-    per_size = " or, for every FAT size NAME ('fatvit summary' lists them), NAME and NAME_released" * (
-        cls.TASK == "classify"
-    )
+    per_size = f" or, {cls.MODEL_RECIPES}" if cls.MODEL_RECIPES else ""
     p.add_argument(
         "--config",
         metavar="RECIPE",
@@ -179,6 +178,6 @@ def run_training(
 def run(args: argparse.Namespace) -> int:
     recipe = None if args.resume else (args.config or default_recipe(args.data))
     return run_training(
-        args, TrainConfig, recipe, "fatvit train",
+        args, ClassifyConfig, recipe, "fatvit train",
         lambda s: f"top-1 {s['final_top1']:.2f}% (best {s['best_top1']:.2f}%)",
     )  # fmt: skip

@@ -32,8 +32,8 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from .data import digits_splits
-from .errors import FatvitError
+from ..errors import FatvitError
+from .classification.data import digits_splits
 
 __all__ = ["write_digit_scenes", "embedded_scenes", "scenes_cache", "SCENE_CLASSES", "DEFAULT_SCENES"]
 

@@ -19,7 +19,7 @@ import torch
 from pycocotools import mask as mask_utils
 from pycocotools.cocoeval import COCOeval
 
-from ..distributed import all_gather_list
+from ...distributed import all_gather_list
 
 __all__ = ["CocoEvaluator", "COCO_STAT_NAMES", "detections_to_coco"]
 

@@ -21,10 +21,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .checkpoint import PathLike
-from .data import EXTENSIONS, load_rgb, loader_workers
-from .distributed import pick_device
-from .errors import FatvitError
+from ...checkpoint import PathLike
+from ...data import EXTENSIONS, load_rgb, loader_workers
+from ...distributed import pick_device
+from ...errors import FatvitError
 from .inference import Classifier, load_classifier
 
 __all__ = ["find_images", "predict", "top_k"]

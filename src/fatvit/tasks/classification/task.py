@@ -12,11 +12,12 @@ from timm.data import Mixup, create_transform
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
 
-from .checkpoint import load_finetune, model_meta
-from .data import Splits, build_splits, collate_skipping
-from .evaluate import evaluate
-from .models import create_model
-from .task import Task
+from ...checkpoint import load_finetune, model_meta
+from ...data import Splits, collate_skipping
+from ...models import create_model
+from ..base import Task
+from .data import build_splits
+from .metrics import evaluate
 
 __all__ = ["ClassificationTask"]
 
@@ -116,7 +117,7 @@ class ClassificationTask(Task):
     def save_model_files(self, model: nn.Module, folder: Path, meta: Dict[str, Any]) -> None:
         """timm's ``config.json`` beside ``model.safetensors``: the run folder loads with
         ``timm.create_model("local-dir:FOLDER", pretrained=True)`` (see :mod:`fatvit.hub`)."""
-        from .hub import TIMM_CONFIG, save_timm_config
+        from ...hub import TIMM_CONFIG, save_timm_config
 
         save_timm_config(model, folder / TIMM_CONFIG, meta)
 

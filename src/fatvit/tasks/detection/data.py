@@ -48,8 +48,8 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from ..data import load_rgb
-from ..errors import FatvitError
+from ...data import load_rgb
+from ...errors import FatvitError
 
 __all__ = ["CocoDetection", "detection_transform", "collate_detection", "open_coco"]
 

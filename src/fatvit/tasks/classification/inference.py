@@ -18,12 +18,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set
 
 from torch import nn
 
-from .checkpoint import PathLike, apply_state_dict, read_checkpoint
-from .config import INFERENCE_KEYS, RECORD_KEYS, TrainConfig, apply_overrides, make_config
-from .data import default_workers
-from .errors import FatvitError
-from .evaluate import eval_transform
-from .models import create_model
+from ...checkpoint import PathLike, apply_state_dict, read_checkpoint
+from ...config import apply_overrides, make_config
+from ...data import default_workers
+from ...errors import FatvitError
+from ...models import create_model
+from .config import INFERENCE_KEYS, RECORD_KEYS, ClassifyConfig
+from .metrics import eval_transform
 
 __all__ = [
     "INFERENCE_KEYS",
@@ -43,7 +44,7 @@ class Classifier:
     model: nn.Module
     #: PIL image -> normalised tensor, as the model was evaluated when trained
     transform: Callable[[Any], Any]
-    config: TrainConfig
+    config: ClassifyConfig
     num_classes: int
     #: class names by output index; None if neither the file nor the user gave them
     classes: Optional[List[str]]
@@ -74,7 +75,7 @@ class Classifier:
         """This classifier with its model's inference form (:func:`fatvit.deploy`: same outputs, faster); the
         transform, classes and record are unchanged. The way to run a saved model deployed: save the model
         as trained (fatvit's checkpoints, ``model.safetensors``), load it, then deploy."""
-        from .deploy import deploy
+        from ...deploy import deploy
 
         return dataclasses.replace(self, model=deploy(self.model, channels_last, pointwise_linear))
 
@@ -85,7 +86,7 @@ def inference_config(
     overrides: Sequence[str] = (),
     keys: Sequence[str] = INFERENCE_KEYS,
     purpose: str = "inference",
-) -> tuple[TrainConfig, Set[str]]:
+) -> tuple[ClassifyConfig, Set[str]]:
     """The settings to run a file's model with: its record, then ``typed`` (flags), then ``overrides`` (--set).
 
     Also returns the keys given (by the record or the user).
@@ -100,7 +101,7 @@ def inference_config(
         raise FatvitError(f"config key {foreign[0]!r} does not apply to {purpose} (it takes {', '.join(keys)})")
     given = set(values)
     values.setdefault("workers", default_workers())
-    return make_config(values), given
+    return make_config(values, ClassifyConfig), given
 
 
 def read_class_names(path: PathLike) -> List[str]:
@@ -218,8 +219,8 @@ def load_exported(
     """
     from timm.data import create_transform
 
-    from .export import read_onnx_metadata
-    from .runtime import RuntimeModel
+    from ...export import read_onnx_metadata
+    from ...runtime import RuntimeModel
 
     meta = read_onnx_metadata(path)
     if meta.get("task") in ("detect", "segment"):

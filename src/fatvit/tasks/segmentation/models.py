@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops.misc import Conv2dNormActivation
 
-from ..catalog import SEGMENTERS
-from ..errors import FatvitError, unknown_choice
-from ..models.backbone import FPNFeatures, StageFeatures, load_backbone_weights
+from ...catalog import SEGMENTERS
+from ...errors import FatvitError, unknown_choice
+from ...models.backbone import FPNFeatures, StageFeatures, load_backbone_weights
 
 __all__ = ["FPNHead", "SemanticFPN", "SEGMENTERS", "build_segmenter", "segmenter_names"]
 

@@ -25,9 +25,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..deploy import deploy
-from ..errors import FatvitError
-from ..export import require_onnx, write_onnx
+from ...deploy import deploy
+from ...errors import FatvitError
+from ...export import require_onnx, write_onnx
 
 __all__ = [
     "OPSETS",
@@ -107,7 +107,7 @@ def check_images(paths: Sequence[Path] = (), seed: int = 0) -> List[Tuple[str, t
     Raises:
         FatvitError: a file cannot be read as an image.
     """
-    from ..data import load_rgb
+    from ...data import load_rgb
     from .data import detection_transform
 
     if paths:
@@ -148,7 +148,7 @@ def check_detector_onnx(
 ) -> List[Dict[str, Any]]:
     """Run the file with ONNX Runtime and ``model`` (eval mode) with PyTorch on ``images``; one
     :func:`match_detections` record per image, with its ``image`` and ``size``."""
-    from ..export import onnx_session
+    from ...export import onnx_session
 
     session = onnx_session(path)
     model = model.eval()

@@ -15,7 +15,7 @@ from timm.utils import accuracy
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .distributed import all_reduce_sum
+from ...distributed import all_reduce_sum
 
 __all__ = ["EvalResult", "evaluate", "eval_transform"]
 

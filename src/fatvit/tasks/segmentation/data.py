@@ -38,8 +38,8 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 from torchvision.transforms.v2.functional._color import _hsv_to_rgb, _rgb_to_hsv
 
-from ..data import EXTENSIONS, load_rgb
-from ..errors import FatvitError
+from ...data import EXTENSIONS, load_rgb
+from ...errors import FatvitError
 
 __all__ = [
     "ADE20KSegmentation",

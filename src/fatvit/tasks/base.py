@@ -4,10 +4,9 @@ The engine owns everything a run has whatever it learns: the output folder,
 atomic checkpoints and exact resume, DDP, AMP, channels-last, gradient
 clipping and accumulation, EMA, the schedule, progress bar, CSV, TensorBoard,
 curves and ``summary.json``. A :class:`Task` supplies the rest: its data,
-model, loss and metrics. The tasks are classification
-(:mod:`fatvit.classification`), detection (:mod:`fatvit.detection.task`)
-and segmentation (:mod:`fatvit.segmentation.task`); :func:`get_task` picks
-one by the config's ``task``.
+model, loss and metrics. The tasks are the packages of :mod:`fatvit.tasks`;
+:func:`fatvit.tasks.get_task` picks one by the config's ``task``. This
+module imports no task.
 """
 
 from __future__ import annotations
@@ -19,9 +18,9 @@ from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from .data import Splits
+from ..data import Splits
 
-__all__ = ["Task", "get_task"]
+__all__ = ["Task"]
 
 
 class Task:
@@ -114,20 +113,3 @@ class Task:
              std: Sequence[float], model: nn.Module) -> Dict[str, Any]:  # fmt: skip
         """The record every file of the run carries: how to rebuild and feed the model."""
         raise NotImplementedError
-
-
-def get_task(cfg: Any) -> Task:
-    """The task of a config (by its ``task``)."""
-    if cfg.task == "classify":
-        from .classification import ClassificationTask
-
-        return ClassificationTask(cfg)
-    if cfg.task == "detect":
-        from .detection.task import DetectionTask
-
-        return DetectionTask(cfg)
-    if cfg.task == "segment":
-        from .segmentation.task import SegmentationTask
-
-        return SegmentationTask(cfg)
-    raise ValueError(f"unknown task {cfg.task!r}")

@@ -25,10 +25,10 @@ from torch import nn
 from torchvision.models.detection import MaskRCNN, RetinaNet
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from ..catalog import DETECTORS
-from ..config import BOX_LOSSES
-from ..errors import FatvitError, unknown_choice
-from ..models.backbone import FPNFeatures, LastLevelP6P7FromC5, StageFeatures, load_backbone_weights
+from ...catalog import DETECTORS
+from ...errors import FatvitError, unknown_choice
+from ...models.backbone import FPNFeatures, LastLevelP6P7FromC5, StageFeatures, load_backbone_weights
+from .config import BOX_LOSSES
 from .rcnn import mmdet_two_stages
 
 __all__ = ["DETECTORS", "build_detector", "detector_names"]

@@ -10,13 +10,13 @@ from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from ..checkpoint import fat_interaction, load_finetune
-from ..data import Splits
-from ..distributed import all_reduce_sum
-from ..errors import FatvitError, unknown_choice
-from ..models.backbone import features_autocast
+from ...checkpoint import fat_interaction, load_finetune
+from ...data import Splits
+from ...distributed import all_reduce_sum
+from ...errors import FatvitError, unknown_choice
+from ...models.backbone import features_autocast
+from ..base import Task
 from ..scenes import embedded_scenes
-from ..task import Task
 from .data import CocoDetection, collate_detection, detection_transform
 from .metrics import COCO_STAT_NAMES, CocoEvaluator
 from .models import DETECTORS, build_detector

@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
-from ..checkpoint import fat_interaction, load_finetune
-from ..data import Splits
-from ..distributed import all_reduce_sum
-from ..errors import FatvitError, unknown_choice
+from ...checkpoint import fat_interaction, load_finetune
+from ...data import Splits
+from ...distributed import all_reduce_sum
+from ...errors import FatvitError, unknown_choice
+from ..base import Task
 from ..scenes import embedded_scenes
-from ..task import Task
 from .data import (
     IGNORE_INDEX,
     ADE20KSegmentation,
