@@ -39,7 +39,7 @@ import fatvit  # noqa: F401 - registers the FAT models
 from fatvit.benchmark import time_interleaved
 from fatvit.cli.format import render_table
 from fatvit.config import AMP_MODES
-from fatvit.train import create_optimizer, resolve_amp
+from fatvit.engine import create_optimizer, resolve_amp
 
 MODELS = ["fat_b0", "fat_b1", "fat_b2", "mobilevit_xs", "edgenext_small", "efficientnet_b1", "efficientnet_b3"]
 #: the paper's throughput (img/s, batch 64) for FAT-B0..B2 and the peers it lists at 224

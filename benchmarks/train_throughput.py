@@ -1,7 +1,7 @@
 """Training step time on the CPU: forward, cross-entropy, backward and AdamW step, batch 32 at 224x224.
 
 fatvit's FAT-B0 with its training defaults (channels-last memory, the
-optimizer of ``fatvit.train.create_optimizer``: AdamW, fused) against the
+optimizer of ``fatvit.engine.create_optimizer``: AdamW, fused) against the
 same model run as the authors' released code runs it (``authors:fat_b0``,
 see ``fatvit.models.released``; channels-first, PyTorch's own depthwise
 backward, AdamW's default implementation), and timm peers under fatvit's

@@ -13,8 +13,8 @@ import torch
 
 from conftest import FAST_RECIPE, TINY_MODEL_OVERRIDES
 from fatvit.config import load_config
+from fatvit.engine import Trainer
 from fatvit.tasks.detection.config import DetectConfig
-from fatvit.train import Trainer
 
 
 def main() -> None:
@@ -33,8 +33,8 @@ def main() -> None:
     rank = trainer.dist.rank
     params = {n: p.detach() for n, p in trainer.model.named_parameters()}
     torch.save({"initial": initial, "final": params}, out / f"rank{rank}.pt")
-    info = dict(rank=rank, world_size=trainer.dist.world_size, global_batch=trainer.global_batch, lr=trainer.lr,
-                steps=summary["steps"], shard=list(trainer.train_sampler))  # fmt: skip
+    info = dict(rank=rank, world_size=trainer.dist.world_size, global_batch=trainer.opt.global_batch, lr=trainer.opt.lr,
+                steps=summary["steps"], shard=list(trainer.data.train_sampler))  # fmt: skip
     (out / f"rank{rank}.json").write_text(json.dumps(info))
     trainer.close()
 

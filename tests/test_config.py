@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from fatvit.config import apply_overrides, load_config, make_config, read_recipe, recipe_names
+from fatvit.engine import resolve_amp
 from fatvit.errors import FatvitError
 from fatvit.tasks.classification.config import ClassifyConfig
-from fatvit.train import resolve_amp
 
 
 def test_named_recipes_come_from_the_package():

@@ -6,17 +6,16 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import TINY_MODEL_OVERRIDES, cli_error, set_args
 from fatvit.config import load_config
+from fatvit.engine import Trainer
 from fatvit.tasks.detection.config import DetectConfig
 from fatvit.tasks.scenes import write_digit_scenes
 from fatvit.tasks.segmentation.config import SegmentConfig
-from fatvit.train import Trainer
 
 # a tiny backbone, small images, no workers: behaviour, not accuracy
 DETECT_FAST = [*TINY_MODEL_OVERRIDES, "min_size=64", "max_size=64", "batch_size=2", "workers=0", "log_every=1",
@@ -53,18 +52,18 @@ def test_resume_is_exact(scenes, tmp_path, cls, fast, extra):
     first = Trainer(load_config(None, [*recipe, f"output={tmp_path / 'split'}"], cls=cls), max_steps=5)
     assert not first.fit()["finished"]
     resumed = Trainer.resume(tmp_path / "split" / "last.pth", task=cls.TASK)
-    assert resumed.global_step == 5
+    assert resumed.state.global_step == 5
     summary = resumed.fit()
     assert _steps(tmp_path / "split" / "steps.csv") == _steps(tmp_path / "full" / "steps.csv")
     for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
-    for a, b in zip(full.ema.module.state_dict().values(), resumed.ema.module.state_dict().values()):
+    for a, b in zip(full.models.ema.module.state_dict().values(), resumed.models.ema.module.state_dict().values()):
         assert torch.equal(a, b)
 
     def timeless(history):
         return [{k: v for k, v in r.items() if k != "train_seconds"} for r in history]
 
-    assert json.dumps(timeless(resumed.history)) == json.dumps(timeless(full.history))  # NaN == NaN as text
+    assert json.dumps(timeless(resumed.state.history)) == json.dumps(timeless(full.state.history))  # NaN == NaN as text
     assert summary["finished"] and summary["task"] == cls.TASK
     final = summary["final_metrics"]
     assert all(v is None or 0.0 <= v <= 1.0 for v in final.values())
@@ -113,7 +112,7 @@ def test_detection_learns(tmp_path):
     det = Trainer(load_config(None, recipe, cls=DetectConfig))  # FAT-B0, one step per epoch
     before = det._evaluate(det.model)["bbox_AP50"]
     det.fit()
-    curve = [r["val_bbox_AP50"] for r in det.history]
+    curve = [r["val_bbox_AP50"] for r in det.state.history]
     assert before < 0.05 and curve[-1] > 0.25, (before, curve)
 
 
@@ -134,7 +133,7 @@ def test_segmentation_learns(scenes, tmp_path):
     seg = Trainer(load_config(None, recipe, cls=SegmentConfig))
     before = seg._evaluate(seg.model)["mIoU"]
     seg.fit()
-    curve = [r["val_mIoU"] for r in seg.history]
+    curve = [r["val_mIoU"] for r in seg.state.history]
     assert curve[-1] > before + 0.2 and curve[-1] > 0.5, (before, curve)
 
 
@@ -431,7 +430,7 @@ def test_dense_recipes_decay_every_parameter_and_classification_keeps_timm_group
 
     def groups(cls, extra):
         trainer = Trainer(load_config(None, [*extra, f"output={tmp_path / str(len(extra))}"], cls=cls))
-        return trainer, [(len(g["params"]), g["weight_decay"]) for g in trainer.optimizer.param_groups]
+        return trainer, [(len(g["params"]), g["weight_decay"]) for g in trainer.opt.optimizer.param_groups]
 
     seg, seg_groups = groups(SegmentConfig, [*SEGMENT_FAST, f"data={scenes / 'ade'}", "iterations=2"])
     assert seg_groups == [(len(list(seg.model.parameters())), 1e-4)]  # biases and norms decayed too
@@ -442,19 +441,19 @@ def test_dense_recipes_decay_every_parameter_and_classification_keeps_timm_group
     assert len(kept) == 2 and kept[0][1] == 0.0 and kept[1][1] == 1e-4  # timm's: 1-D parameters not decayed
     classify = load_config("digits", [*TINY_MODEL_OVERRIDES], cls=ClassifyConfig)
     assert classify.no_decay_1d is True
-    from fatvit.train import create_optimizer
+    from fatvit.engine import create_optimizer
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
     assert [len(g["params"]) for g in create_optimizer(model, "adamw", 1e-3, 0.05).param_groups] == [3, 1]
     # a run from before the key resumes with the groups it was trained with
     seg.fit()
-    last = Path(seg.out) / "last.pth"
+    last = seg.folder / "last.pth"
     ckpt = torch.load(last, weights_only=True)
     del ckpt["config"]["no_decay_1d"]
     ckpt["optimizer"] = create_optimizer(seg.model, "adamw", 1e-3, 1e-4, no_decay_1d=True).state_dict()  # timm's
     torch.save(ckpt, last)
     resumed = Trainer.resume(last, ["iterations=3"], task="segment")
-    assert resumed.cfg.no_decay_1d is True and len(resumed.optimizer.param_groups) == 2
+    assert resumed.cfg.no_decay_1d is True and len(resumed.opt.optimizer.param_groups) == 2
 
 
 def test_detection_training_leaves_out_empty_images_and_groups_batches_by_aspect_ratio(scenes, tmp_path, caplog):
@@ -481,12 +480,12 @@ def test_detection_training_leaves_out_empty_images_and_groups_batches_by_aspect
     recipe = [*DETECT_FAST, f"data={data}", "iterations=1"]
     with caplog.at_level(logging.INFO, logger="fatvit.train"):
         trainer = Trainer(load_config(None, [*recipe, f"output={tmp_path / 'a'}"], cls=DetectConfig))
-    assert len(trainer.train_set) == 8 + 1  # the 8 scenes and the annotated portrait image
+    assert len(trainer.data.train_set) == 8 + 1  # the 8 scenes and the annotated portrait image
     assert "2 training image(s) left out: without annotations, or under 32 px" in caplog.text
-    assert trainer.train_sampler.groups == [1] * 8 + [0]
+    assert trainer.data.train_sampler.groups == [1] * 8 + [0]
     plain = Trainer(load_config(None, [*recipe, f"output={tmp_path / 'b'}", "filter_empty_gt=false",
                                        "group_by_aspect_ratio=false"], cls=DetectConfig))  # fmt: skip
-    assert len(plain.train_set) == 11 and plain.train_sampler.groups is None
+    assert len(plain.data.train_set) == 11 and plain.data.train_sampler.groups is None
 
 
 def test_detection_recipes_name_their_drop_path_and_use_the_segmentation_rates():
@@ -577,8 +576,8 @@ def test_detect_export_writes_onnx_whose_detections_match_pytorch(detect_run, sc
 def test_files_and_runs_from_before_the_mmdet_settings_keep_what_they_did(detect_run, tmp_path):
     """A file without the new record entries is rebuilt as it was trained (torchvision's P7 ReLU and RoIAlign);
     a run without the new config keys resumes with the settings it started with."""
+    from fatvit.engine import create_optimizer
     from fatvit.tasks.detection.inference import load_detector
-    from fatvit.train import create_optimizer
 
     ckpt = torch.load(detect_run / "last.pth", weights_only=True)
     assert ckpt["meta"]["p7_relu"] is False and ckpt["meta"]["aligned_roi"] is True
@@ -601,4 +600,4 @@ def test_files_and_runs_from_before_the_mmdet_settings_keep_what_they_did(detect
     cfg = resumed.cfg
     assert (cfg.filter_empty_gt, cfg.min_image_side, cfg.group_by_aspect_ratio) == (False, 0, False)
     assert (cfg.box_loss, cfg.rpn_post_nms_train, cfg.aligned_roi, cfg.p7_relu) == ("smooth_l1", 2000, False, True)
-    assert resumed.model.backbone.fpn.extra_blocks.relu is True and len(resumed.optimizer.param_groups) == 2
+    assert resumed.model.backbone.fpn.extra_blocks.relu is True and len(resumed.opt.optimizer.param_groups) == 2

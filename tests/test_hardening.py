@@ -131,7 +131,7 @@ def test_ignored_options_are_errors_or_work(run, capsys, tmp_path):
 
 def test_resume_with_more_epochs_replans_the_schedule_and_says_so(tmp_path, capsys):
     from fatvit.config import load_config
-    from fatvit.train import Trainer
+    from fatvit.engine import Trainer
 
     data = make_image_folder(tmp_path / "data")
     cfg = load_config(None, [*FAST_RECIPE, f"data={data}", f"output={tmp_path / 'run'}", "epochs=2", "min_lr=0"])
@@ -140,7 +140,7 @@ def test_resume_with_more_epochs_replans_the_schedule_and_says_so(tmp_path, caps
     longer = Trainer.resume(tmp_path / "run" / "last.pth", ["epochs=4"])
     assert "epochs 2 -> 4: the cosine schedule is re-planned" in capsys.readouterr().err
     # halfway through a 4-epoch cosine (after warmup) the lr is well above the finished schedule's 0
-    assert longer._lr() > 0.1 * longer.lr
+    assert longer.opt.current_lr() > 0.1 * longer.opt.lr
     assert longer.fit()["epochs"] == 4
 
 
@@ -162,7 +162,7 @@ def test_nan_error_without_a_checkpoint_says_so(tmp_path, capsys):
 
 
 def test_interrupt_prints_how_to_resume(tmp_path, capsys, monkeypatch):
-    from fatvit.train import Trainer
+    from fatvit.engine import Trainer
 
     data = make_image_folder(tmp_path / "data")
     calls = {"n": 0}

@@ -18,7 +18,7 @@ LAYERS = [
     ["fatvit.layers"],
     ["fatvit.models", "fatvit.deploy", "fatvit.checkpoint", "fatvit.export", "fatvit.runtime", "fatvit.hub",
      "fatvit.quantize"],
-    ["fatvit.tasks", "fatvit.config", "fatvit.data", "fatvit.train"],
+    ["fatvit.tasks", "fatvit.config", "fatvit.data", "fatvit.engine"],
     ["fatvit.explain", "fatvit.tables", "fatvit.benchmark"],
     ["fatvit.cli", "fatvit.__main__", "fatvit"],
 ]  # fmt: skip
@@ -132,8 +132,17 @@ def test_the_task_base_imports_no_task_and_a_task_no_other_task():
                 assert not others, module
 
 
-@pytest.mark.parametrize("module", ["fatvit.config", "fatvit.data", "fatvit.train", "fatvit.tasks.base",
-                                    "fatvit.cli", "fatvit.cli.train"])  # fmt: skip
+@pytest.mark.parametrize(
+    "module",
+    [
+        "fatvit.config",
+        "fatvit.data",
+        "fatvit.tasks.base",
+        "fatvit.cli",
+        "fatvit.cli.train",
+        *[f"fatvit.engine.{m.stem}".removesuffix(".__init__") for m in (SRC / "fatvit" / "engine").glob("*.py")],
+    ],
+)
 def test_shared_modules_name_no_task(module):
     """The registry (``fatvit.tasks``) and the task packages name the tasks; the engine and the shared code
     read them from the registry."""
@@ -150,3 +159,12 @@ def test_the_registry_lists_every_task_package_and_its_classes():
     for name, spec in TASKS.items():
         assert config_class(name).TASK == name == task_class(name).name
         assert spec.train_command == ("fatvit train" if not spec.verb else f"fatvit {spec.verb} train")
+
+
+def test_no_class_is_over_250_lines():
+    long = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 250:
+                long.append(f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert not long

@@ -11,8 +11,8 @@ import torch
 from conftest import FAST_RECIPE, make_image_folder
 from fatvit.checkpoint import read_state_dict
 from fatvit.config import load_config
+from fatvit.engine import Trainer, create_optimizer
 from fatvit.models import create_model
-from fatvit.train import Trainer, create_optimizer
 
 
 def _recipe(tmp_path, name, *extra):
@@ -89,35 +89,35 @@ def test_resume_is_exact(folder, tmp_path, stop_at):
     first = Trainer(_recipe(tmp_path, "split", *recipe), max_steps=stop_at)
     assert not first.fit()["finished"]
     resumed = Trainer.resume(tmp_path / "split" / "last.pth")
-    assert resumed.global_step == stop_at
+    assert resumed.state.global_step == stop_at
     resumed.fit()
 
     assert _steps(tmp_path / "split" / "steps.csv") == _steps(tmp_path / "full" / "steps.csv")
     for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
-    for a, b in zip(full.ema.module.state_dict().values(), resumed.ema.module.state_dict().values()):
+    for a, b in zip(full.models.ema.module.state_dict().values(), resumed.models.ema.module.state_dict().values()):
         assert torch.equal(a, b)
 
     def timeless(history):
         return [{k: v for k, v in r.items() if k != "train_seconds"} for r in history]
 
-    assert timeless(resumed.history) == timeless(full.history)
+    assert timeless(resumed.state.history) == timeless(full.state.history)
 
 
 def test_global_batch_scales_the_learning_rates(folder, tmp_path):
     recipe = ["batch_size=4", "accum_steps=2", "lr=5e-4", "lr_base_batch=512", "warmup_lr=5e-7", "min_lr=5e-6"]
     trainer = Trainer(_recipe(tmp_path, "run", *recipe))
-    assert trainer.global_batch == 8
-    assert trainer.lr == pytest.approx(5e-4 * 8 / 512)
+    assert trainer.opt.global_batch == 8
+    assert trainer.opt.lr == pytest.approx(5e-4 * 8 / 512)
     # as the authors' main.py: the warmup and final lrs scale with the global batch too
-    assert trainer.scheduler.warmup_lr_init == pytest.approx(5e-7 * 8 / 512)
-    assert trainer.scheduler.lr_min == pytest.approx(5e-6 * 8 / 512)
-    assert trainer._lr() == pytest.approx(5e-7 * 8 / 512)  # the first step's lr
+    assert trainer.opt.scheduler.warmup_lr_init == pytest.approx(5e-7 * 8 / 512)
+    assert trainer.opt.scheduler.lr_min == pytest.approx(5e-6 * 8 / 512)
+    assert trainer.opt.current_lr() == pytest.approx(5e-7 * 8 / 512)  # the first step's lr
 
 
 def test_no_weight_decay_on_biases_and_norms(folder, tmp_path):
     trainer = Trainer(_recipe(tmp_path, "run"))
-    by_decay = {g["weight_decay"]: g["params"] for g in trainer.optimizer.param_groups}
+    by_decay = {g["weight_decay"]: g["params"] for g in trainer.opt.optimizer.param_groups}
     assert set(by_decay) == {0.0, 0.05}
     assert all(p.ndim <= 1 for p in by_decay[0.0])
     assert all(p.ndim > 1 for p in by_decay[0.05])

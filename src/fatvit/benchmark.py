@@ -233,11 +233,11 @@ def prepare_training_step(name: str, batch_size: int, img_size: int = 224) -> Tu
     fixed random batch. ``authors:`` + a FAT size trains as the released
     code does (channels-first, timm's AdamW in its default implementation);
     any other model with fatvit's training defaults (channels-last, the
-    Trainer's optimizer: :func:`fatvit.train.create_optimizer`).
+    Trainer's optimizer: :func:`fatvit.engine.create_optimizer`).
     """
     from timm.optim import create_optimizer_v2
 
-    from .train import create_optimizer
+    from .engine import create_optimizer
 
     candidate = build_candidate(name, img_size)
     model = candidate.model.train()

@@ -5,7 +5,7 @@ Accepted formats, recognised by content rather than by name:
 * the authors' files: a dict whose ``model`` entry is the state dict (also
   ``state_dict``, ``state_dict_ema`` or ``model_ema`` entries), with a yacs
   ``CfgNode`` under ``config`` when their trainer saved it;
-* fatvit training checkpoints (see :mod:`fatvit.train`);
+* fatvit training checkpoints (see :mod:`fatvit.engine.state`);
 * a bare state dict saved with ``torch.save``;
 * ``.safetensors`` files.
 

@@ -1,4 +1,4 @@
-"""What a task plugs into the shared training engine (:class:`fatvit.train.Trainer`).
+"""What a task plugs into the shared training engine (:class:`fatvit.engine.Trainer`).
 
 The engine owns everything a run has whatever it learns: the output folder,
 atomic checkpoints and exact resume, DDP, AMP, channels-last, gradient

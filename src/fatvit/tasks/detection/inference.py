@@ -17,8 +17,8 @@ from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 from ... import drawing
 from ...checkpoint import PathLike, apply_state_dict, read_task_checkpoint
 from ...data import ResumableSampler, SeededDataset, load_rgb, make_loader
+from ...engine.setup import resolve_amp
 from ...errors import FatvitError
-from ...train import resolve_amp
 from .data import CocoDetection, collate_detection, detection_transform
 from .models import build_detector
 from .task import coco_split, data_root, evaluate_detector

@@ -13,8 +13,8 @@ from torchvision.utils import draw_segmentation_masks
 from ... import drawing
 from ...checkpoint import PathLike, apply_state_dict, read_task_checkpoint
 from ...data import ResumableSampler, SeededDataset, load_rgb, make_loader
+from ...engine.setup import resolve_amp
 from ...errors import FatvitError
-from ...train import resolve_amp
 from .data import ADE20KSegmentation, SegmentationEvalTransform, collate_segmentation
 from .metrics import predict_logits, upsample_to
 from .models import build_segmenter
