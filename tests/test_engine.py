@@ -17,7 +17,7 @@ from fatvit.config import RunConfig
 from fatvit.data import Splits, collate_skipping
 from fatvit.engine import OutputNotEmptyError, Trainer, TrainingDivergedError
 from fatvit.engine.state import ResumeChangesKeysError, read_training_checkpoint, resume_config
-from fatvit.tasks.base import Task
+from fatvit.tasks.base import Metric, Task
 
 
 @dataclass
@@ -50,7 +50,7 @@ class FakeTask(Task):
     def __init__(self, cfg: FakeConfig, metrics: Sequence[float] = (0.2, 0.8, 0.5, 0.6), start: int = 0,
                  nan_loss: bool = False) -> None:  # fmt: skip
         super().__init__(cfg)
-        self.metrics, self.calls, self.nan_loss = list(metrics), start, nan_loss
+        self.scores, self.calls, self.nan_loss = list(metrics), start, nan_loss
 
     def build_splits(self) -> Splits:
         g = torch.Generator().manual_seed(0)
@@ -84,22 +84,16 @@ class FakeTask(Task):
     def evaluate(self, model: nn.Module, loader: Any, device: torch.device, amp_dtype: Any,
                  channels_last: bool) -> Dict[str, Any]:  # fmt: skip
         images = sum(len(targets) for _, targets, _ in loader)
-        score = self.metrics[self.calls % len(self.metrics)]
+        score = self.scores[self.calls % len(self.scores)]
         self.calls += 1
-        return dict(score=score, images=images, skipped_images=0)
+        return dict(score=score, points=images, images=images, skipped_images=0)
 
-    def row(self, metrics: Dict[str, Any]) -> Dict[str, Any]:
-        return dict(val_score=metrics["score"])
+    def metrics(self) -> Sequence[Metric]:
+        return [Metric("score", "score", ".2f"), Metric("points", "", ".0f", in_summary=False)]
 
-    def epoch_line(self, metrics: Dict[str, Any]) -> str:
-        return f"score {metrics['score']:.2f}"
-
-    def summary(self, last: Dict[str, Any], best: Optional[float]) -> Dict[str, Any]:
-        return dict(final_score=last.get("val_score"), best_score=best)
-
-    def meta(self, model_kwargs: Dict[str, Any], classes: List[str], mean: Sequence[float], std: Sequence[float],
+    def meta(self, model_kwargs: Dict[str, Any], splits: Splits, mean: Sequence[float], std: Sequence[float],
              model: nn.Module) -> Dict[str, Any]:  # fmt: skip
-        return dict(task="fake", model="mlp", classes=list(classes))
+        return dict(task="fake", model="mlp", classes=list(splits.classes))
 
 
 def fake_trainer(tmp_path, name: str = "run", max_steps: Optional[int] = None, **task_kwargs: Any) -> Trainer:
@@ -117,12 +111,13 @@ def test_a_fake_task_trains_logs_picks_the_best_epoch_and_saves(tmp_path):
     summary = trainer.fit()
     out = tmp_path / "run"
     assert summary["finished"] and summary["epochs"] == 4 and summary["steps"] == 4 * 7  # 28 points, batches of 4
-    assert summary["best_score"] == 0.8 and summary["final_score"] == 0.6
+    assert summary["best_score"] == 0.8 and summary["final_score"] == 0.6 and "final_points" not in summary
     assert json.loads((out / "summary.json").read_text()) == summary
     best, last = read_training_checkpoint(out / "best.pth"), read_training_checkpoint(out / "last.pth")
     assert (best["epoch"], best["best_metric"]) == (2, 0.8) and last["epoch"] == 4
     assert last["task"] == "fake" and last["config"]["task"] == "fake" and last["classes"] == ["neg", "pos"]
     assert [float(r["val_score"]) for r in rows(out / "metrics.csv")] == [0.2, 0.8, 0.5, 0.6]
+    assert [r["val_points"] for r in rows(out / "metrics.csv")] == ["8"] * 4
     steps = rows(out / "steps.csv")
     assert [int(r["step"]) for r in steps] == list(range(1, 29)) and all(math.isfinite(float(r["loss"])) for r in steps)
     assert (out / "training_curves.png").stat().st_size > 0 and any((out / "tensorboard").iterdir())
@@ -165,3 +160,14 @@ def test_a_diverged_fake_run_before_its_first_checkpoint_leaves_nothing(tmp_path
         fake_trainer(tmp_path, nan_loss=True).fit()
     assert err.value.last is None and "loss is nan at step 1" in str(err.value)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_lower_is_better_primary_metric_picks_the_lowest_epoch(tmp_path):
+    class LowerIsBetter(FakeTask):
+        def metrics(self) -> Sequence[Metric]:
+            return [Metric("score", "score", higher_is_better=False)]
+
+    cfg = FakeConfig(output=str(tmp_path / "run"), epochs=3)
+    summary = Trainer(cfg, task=LowerIsBetter(cfg, metrics=(0.5, 0.3, 0.4))).fit()
+    assert summary["best_score"] == 0.3
+    assert read_training_checkpoint(tmp_path / "run" / "best.pth")["epoch"] == 2

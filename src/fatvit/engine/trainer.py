@@ -38,6 +38,7 @@ from ..errors import FatvitError
 from ..tasks import get_task
 from ..tasks.base import Task
 from .loaders import RunData
+from .report import improves, metric_line, metric_row, metric_summary
 from .run_folder import RunFolder, default_output
 from .setup import Optimization, resolve_amp, wrap_model
 from .state import TrainState, checkpoint_dict, restore_checkpoint, resume_config
@@ -100,6 +101,9 @@ class Trainer:
         self.opt = Optimization.build(model, cfg, self.dist, self.amp_dtype, self.data.total_steps,
                                       self.data.steps_per_epoch)  # fmt: skip
         self.task.setup_loss(self.classes)
+        self.metrics = list(self.task.metrics())
+        self.primary = next(m for m in self.metrics if m.name == self.task.primary_metric)
+        self.last_result: Dict[str, Any] = {}  # the last evaluation of this process
         self.state = TrainState()
         if checkpoint is not None:
             if checkpoint.get("classes") != self.classes:
@@ -122,7 +126,7 @@ class Trainer:
 
     def meta(self) -> Dict[str, Any]:
         """The record every file of the run carries: how to rebuild and feed the model."""
-        return self.task.meta(self.model_kwargs, self.classes, self.mean, self.std, self.model)
+        return self.task.meta(self.model_kwargs, self.splits, self.mean, self.std, self.model)
 
     def save(self, name: str) -> Optional[Path]:
         """Write ``name``.pth (rank 0). Under DDP on CPUs the BatchNorm statistics must be averaged first."""
@@ -212,22 +216,22 @@ class Trainer:
     def _end_epoch(self) -> Dict[str, Any]:
         task, state = self.task, self.state
         self.models.sync_batchnorm()
-        metrics = self._evaluate(self.model)
+        metrics = self.last_result = self._evaluate(self.model)
         row: Dict[str, Any] = dict(
             epoch=state.epoch + 1, step=state.global_step,
-            train_loss=state.epoch_loss_sum / max(state.epoch_samples, 1), **task.row(metrics),
+            train_loss=state.epoch_loss_sum / max(state.epoch_samples, 1), **metric_row(self.metrics, metrics),
             lr=self.opt.current_lr(), train_seconds=round(state.train_seconds, 2), skipped_images=state.skipped_images,
             val_images=metrics["images"], val_skipped_images=metrics["skipped_images"],
         )  # fmt: skip
         if self.models.ema is not None:
             row[f"ema_{task.primary_metric}"] = self._evaluate(self.models.ema.module)[task.primary_metric]
         state.history.append(row)
-        improved = metrics[task.primary_metric] > state.best_metric  # NaN never improves
+        improved = improves(self.primary, metrics[task.primary_metric], state.best_metric)
         if improved:
             state.best_metric = metrics[task.primary_metric]
         state.start_epoch()
         line = (f"epoch {state.epoch}/{self.data.num_epochs}  train loss {row['train_loss']:.4f}  "
-                f"{task.epoch_line(metrics)}  lr {row['lr']:.2e}")  # fmt: skip
+                f"{metric_line(self.metrics, metrics)}  lr {row['lr']:.2e}")  # fmt: skip
         self.folder.log_epoch(row, state.history, f"val_{task.primary_metric}", task.metric_title, line)
         self.save("last")
         if improved:
@@ -274,9 +278,11 @@ class Trainer:
         state = self.state
         last = state.history[-1] if state.history else {}
         best = state.best_metric if state.history and math.isfinite(state.best_metric) else None
+        task = self.task
         return self.folder.write_summary(
-            task=self.task.name, model=self.cfg.model, finished=finished, epochs=state.epoch,
-            steps=state.global_step, **self.task.summary(last, best), train_seconds=round(state.train_seconds, 2),
+            task=task.name, model=self.cfg.model, finished=finished, epochs=state.epoch, steps=state.global_step,
+            **metric_summary(self.metrics, task.primary_metric, task.nested_summary, last, best),
+            **task.summary_extra(self.last_result, self.classes), train_seconds=round(state.train_seconds, 2),
             world_size=self.dist.world_size, global_batch=self.opt.global_batch, lr=self.opt.lr,
             skipped_images=state.skipped_images,
         )  # fmt: skip

@@ -11,16 +11,73 @@ module imports no task.
 
 from __future__ import annotations
 
+import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, ContextManager, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from ..data import Splits
+from ..distributed import all_reduce_sum
 
-__all__ = ["Task"]
+__all__ = ["Task", "Metric", "amp_autocast", "evaluate_batches", "split_of"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A validation metric a task reports: the engine logs, plots and summarises it from this declaration.
+
+    ``name`` is its key in :meth:`Task.evaluate`'s result and its column ``val_<name>`` in ``metrics.csv``; the
+    epoch's log line shows it as ``<title> <value:fmt><unit>`` (an empty ``title`` keeps it out of the line);
+    ``summary.json`` holds its last value unless ``in_summary`` is off.
+    """
+
+    name: str
+    title: str = ""
+    fmt: str = ".3f"
+    unit: str = ""
+    higher_is_better: bool = True
+    in_summary: bool = True
+
+
+def amp_autocast(device: torch.device, dtype: Optional[torch.dtype]) -> ContextManager[Any]:
+    """Autocast to ``dtype`` on ``device``'s type, or nothing when ``dtype`` is None (float32)."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def split_of(loader: Any) -> Any:
+    """The data set of a split that ``loader`` reads (under the engine's seeded wrapper, if any)."""
+    return getattr(loader.dataset, "dataset", loader.dataset)
+
+
+@torch.no_grad()
+def evaluate_batches(
+    model: nn.Module,
+    loader: Iterable[Tuple[Any, Any, int]],
+    step: Callable[[Any, Any], int],
+    compute: Callable[[], Dict[str, Any]],
+    device: torch.device,
+) -> Dict[str, Any]:
+    """The evaluation every task runs: ``model`` in eval mode over ``loader``'s ``(inputs, targets, skipped)``
+    batches, ``step(inputs, targets)`` on each batch that holds an image (it returns the images it scored), then
+    ``compute()`` (all processes together), with ``images``, ``skipped_images`` and ``images_per_s`` summed over
+    the processes."""
+    model.eval()
+    seen, skipped_total, start = 0, 0, time.perf_counter()
+    for inputs, targets, skipped in loader:
+        skipped_total += skipped
+        if len(inputs) == 0:  # every image of the batch was unreadable
+            continue
+        seen += step(inputs, targets)
+    seconds = time.perf_counter() - start
+    result = dict(compute())
+    counts = all_reduce_sum(torch.tensor([float(seen), float(skipped_total)], device=device))
+    result.update(images=int(counts[0].item()), skipped_images=int(counts[1].item()),
+                  images_per_s=counts[0].item() / max(seconds, 1e-9))  # fmt: skip
+    return result
 
 
 class Task:
@@ -28,10 +85,12 @@ class Task:
 
     #: the config's ``task``
     name: str = ""
-    #: the validation metric that picks ``best.pth`` (higher is better), a key of :meth:`evaluate`'s result
+    #: the validation metric that picks ``best.pth``, one of :meth:`metrics`
     primary_metric: str = ""
-    #: how the primary metric reads in logs and plots
+    #: how the primary metric reads in plots
     metric_title: str = ""
+    #: ``summary.json`` holds the last values as ``final_metrics: {name: value}`` (else ``final_<name>``)
+    nested_summary: bool = False
     #: transforms are called on (image, target), not on the image alone
     joint_transform: bool = False
     #: what the data is when the config names none (in the log line)
@@ -80,7 +139,7 @@ class Task:
         """What a forward pass of ``model`` runs under with mixed precision ``dtype`` (None: float32):
         autocast over the whole model. A task whose model must keep part of its work in float32 returns
         its own context."""
-        return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+        return amp_autocast(device, dtype)
 
     def batch_groups(self, train_set: Any) -> Optional[List[int]]:
         """A group per training sample, so that each batch draws from one group (None: no grouping)."""
@@ -89,27 +148,24 @@ class Task:
     def evaluate(
         self, model: nn.Module, loader: Any, device: torch.device, amp_dtype: Optional[torch.dtype], channels_last: bool
     ) -> Dict[str, Any]:
-        """Validation metrics over ``loader`` (all processes together): a flat dict of numbers, with
-        :attr:`primary_metric`, ``images`` and ``skipped_images``."""
+        """Validation metrics over ``loader`` (all processes together; :func:`evaluate_batches`): a dict with every
+        name of :meth:`metrics`, ``images`` and ``skipped_images``."""
         raise NotImplementedError
 
-    def row(self, metrics: Dict[str, Any]) -> Dict[str, Any]:
-        """The columns ``metrics.csv`` gets from an evaluation (``val_...``)."""
+    def metrics(self) -> Sequence[Metric]:
+        """The metrics :meth:`evaluate` reports, in the order of the log's columns."""
         raise NotImplementedError
 
-    def epoch_line(self, metrics: Dict[str, Any]) -> str:
-        """The part of the epoch's log line that shows the metrics."""
-        raise NotImplementedError
-
-    def summary(self, last: Dict[str, Any], best: Optional[float]) -> Dict[str, Any]:
-        """What ``summary.json`` adds for this task, from the last epoch's row and the best primary metric."""
-        raise NotImplementedError
+    def summary_extra(self, result: Dict[str, Any], classes: Sequence[str]) -> Dict[str, Any]:
+        """What ``summary.json`` adds besides the metrics, from the last evaluation's ``result`` (none by
+        default)."""
+        return {}
 
     def save_model_files(self, model: nn.Module, folder: Path, meta: Dict[str, Any]) -> None:
         """Write the files besides ``model.safetensors`` that make the run folder usable elsewhere (none by
         default)."""
 
-    def meta(self, model_kwargs: Dict[str, Any], classes: List[str], mean: Sequence[float],
+    def meta(self, model_kwargs: Dict[str, Any], splits: Splits, mean: Sequence[float],
              std: Sequence[float], model: nn.Module) -> Dict[str, Any]:  # fmt: skip
-        """The record every file of the run carries: how to rebuild and feed the model."""
+        """The record every file of the run carries: how to rebuild and feed the model (trained on ``splits``)."""
         raise NotImplementedError

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Dict
 
@@ -16,8 +14,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ...distributed import all_reduce_sum
+from ..base import Metric, amp_autocast, evaluate_batches
 
-__all__ = ["EvalResult", "evaluate", "eval_transform"]
+__all__ = ["EvalResult", "METRICS", "evaluate", "eval_transform"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,14 @@ def eval_transform(model: nn.Module, **overrides: Any):  # noqa: ANN201 - a torc
     return create_transform(**cfg, is_training=False)
 
 
-@torch.no_grad()
+#: What classification reports: the loss (not summarised) and top-1/top-5 accuracy in percent.
+METRICS = (
+    Metric("loss", "val loss", ".4f", higher_is_better=False, in_summary=False),
+    Metric("top1", "top-1", ".2f", "%"),
+    Metric("top5", "top-5", ".2f", "%"),
+)
+
+
 def evaluate(
     model: nn.Module,
     loader: DataLoader,
@@ -56,36 +62,28 @@ def evaluate(
     Under DDP each rank must see its own share of the images, each image once
     (``ResumableSampler(pad=False)``), so the figures are exact.
     """
-    model.eval()
-    # images, loss sum, top-1 hits, top-5 hits, unreadable images
-    totals = torch.zeros(5, dtype=torch.float64, device=device)
-    start = time.perf_counter()
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
-    for images, targets, skipped in loader:
-        totals[4] += skipped
-        if images.numel() == 0:
-            continue
+    totals = torch.zeros(4, dtype=torch.float64, device=device)  # images, loss sum, top-1 hits, top-5 hits
+
+    def step(images: torch.Tensor, targets: torch.Tensor) -> int:
         images, targets = images.to(device), targets.to(device)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with autocast:
+        with amp_autocast(device, amp_dtype):
             logits = model(images)
         logits = logits.float()
         n = len(targets)
         top1, top5 = accuracy(logits, targets, topk=(1, min(5, logits.shape[1])))  # percentages of the batch
         batch = torch.stack(
             [torch.tensor(float(n), device=device), F.cross_entropy(logits, targets, reduction="sum"),
-             (top1 * n / 100).round(), (top5 * n / 100).round(), torch.tensor(0.0, device=device)]
+             (top1 * n / 100).round(), (top5 * n / 100).round()]
         )  # fmt: skip
-        totals += batch.to(torch.float64)  # stays on the device: no sync per batch
-    seconds = time.perf_counter() - start
-    totals = all_reduce_sum(totals)
-    n = max(int(totals[0].item()), 1)
-    return EvalResult(
-        top1=100.0 * totals[2].item() / n,
-        top5=100.0 * totals[3].item() / n,
-        loss=totals[1].item() / n,
-        images=int(totals[0].item()),
-        images_per_s=totals[0].item() / max(seconds, 1e-9),
-        skipped_images=int(totals[4].item()),
-    )
+        totals.add_(batch.to(torch.float64))  # stays on the device: no sync per batch
+        return n
+
+    def compute() -> Dict[str, Any]:
+        summed = all_reduce_sum(totals)
+        n = max(int(summed[0].item()), 1)
+        return dict(top1=100.0 * summed[2].item() / n, top5=100.0 * summed[3].item() / n, loss=summed[1].item() / n)
+
+    result = evaluate_batches(model, loader, step, compute, device)
+    return EvalResult(**result)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from timm.data import Mixup, create_transform
@@ -15,9 +15,9 @@ from torch import nn
 from ...checkpoint import load_finetune, model_meta
 from ...data import Splits, collate_skipping
 from ...models import create_model
-from ..base import Task
+from ..base import Metric, Task
 from .data import build_splits
-from .metrics import evaluate
+from .metrics import METRICS, evaluate
 
 __all__ = ["ClassificationTask"]
 
@@ -105,14 +105,8 @@ class ClassificationTask(Task):
     ) -> Dict[str, Any]:
         return evaluate(model, loader, device, amp_dtype, channels_last).as_dict()
 
-    def row(self, metrics: Dict[str, Any]) -> Dict[str, Any]:
-        return dict(val_loss=metrics["loss"], val_top1=metrics["top1"], val_top5=metrics["top5"])
-
-    def epoch_line(self, metrics: Dict[str, Any]) -> str:
-        return f"val loss {metrics['loss']:.4f}  top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%"
-
-    def summary(self, last: Dict[str, Any], best: Optional[float]) -> Dict[str, Any]:
-        return dict(final_top1=last.get("val_top1"), final_top5=last.get("val_top5"), best_top1=best)
+    def metrics(self) -> Sequence[Metric]:
+        return METRICS
 
     def save_model_files(self, model: nn.Module, folder: Path, meta: Dict[str, Any]) -> None:
         """timm's ``config.json`` beside ``model.safetensors``: the run folder loads with
@@ -121,10 +115,10 @@ class ClassificationTask(Task):
 
         save_timm_config(model, folder / TIMM_CONFIG, meta)
 
-    def meta(self, model_kwargs: Dict[str, Any], classes: List[str], mean: Sequence[float],
+    def meta(self, model_kwargs: Dict[str, Any], splits: Splits, mean: Sequence[float],
              std: Sequence[float], model: nn.Module) -> Dict[str, Any]:  # fmt: skip
         cfg = self.cfg
         return model_meta(
-            cfg.model, model_kwargs, classes, cfg.img_size, cfg.crop_pct, cfg.interpolation, mean, std,
+            cfg.model, model_kwargs, splits.classes, cfg.img_size, cfg.crop_pct, cfg.interpolation, mean, std,
             getattr(model, "interaction", None) or None,
         )  # fmt: skip

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
 
@@ -12,10 +11,9 @@ from torch import nn
 
 from ...checkpoint import fat_interaction, load_finetune
 from ...data import Splits
-from ...distributed import all_reduce_sum
 from ...errors import FatvitError, unknown_choice
 from ...models.backbone import features_autocast
-from ..base import Task
+from ..base import Metric, Task, evaluate_batches, split_of
 from ..scenes import embedded_scenes
 from .data import CocoDetection, collate_detection, detection_transform
 from .metrics import COCO_STAT_NAMES, CocoEvaluator
@@ -79,24 +77,16 @@ def evaluate_detector(
 
     ``amp_dtype`` runs the backbone and neck in that dtype; the heads, box decoding and NMS run in float32
     (:func:`fatvit.models.backbone.features_autocast`)."""
-    model.eval()
     masks = hasattr(model, "roi_heads") and model.roi_heads.has_mask()
     evaluator = CocoEvaluator(coco_gt, cat_ids, model.label_offset, ("bbox", "segm") if masks else ("bbox",))
-    images_seen, skipped_total = 0, 0
-    start = time.perf_counter()
-    for images, targets, skipped in loader:
-        skipped_total += skipped
-        if not images:
-            continue
+
+    def step(images: List[torch.Tensor], targets: List[Dict[str, Any]]) -> int:
         with features_autocast(model, amp_dtype):
             outputs = model([img.to(device) for img in images])
         evaluator.update([t["image_id"] for t in targets], outputs)
-        images_seen += len(images)
-    seconds = time.perf_counter() - start
-    metrics: Dict[str, Any] = evaluator.compute()
-    counts = all_reduce_sum(torch.tensor([float(images_seen), float(skipped_total)]))
-    metrics.update(images=int(counts[0].item()), skipped_images=int(counts[1].item()),
-                   images_per_s=counts[0].item() / max(seconds, 1e-9))  # fmt: skip
+        return len(images)
+
+    metrics = evaluate_batches(model, loader, step, evaluator.compute, device)
     return metrics, evaluator.text
 
 
@@ -108,12 +98,16 @@ class DetectionTask(Task):
     embedded_name = "the embedded digit scenes (COCO format)"
     find_unused_parameters = True  # Mask R-CNN's mask head gets no gradient from a batch without objects
 
+    nested_summary = True
+
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
         if cfg.model not in DETECTORS:
             raise unknown_choice("detector", cfg.model, DETECTORS)
         self.head = DETECTORS[cfg.model].head
         self.masks = self.head == "mask_rcnn"
+        # the detector's label of class 0: Mask R-CNN's 0 is its background
+        self.label_offset = 1 if self.masks else 0
 
     def build_splits(self) -> Splits:
         root = data_root(self.cfg.data)
@@ -126,8 +120,6 @@ class DetectionTask(Task):
                 f"the train and val annotation files list other categories ({len(train.cat_ids)} and "
                 f"{len(val.cat_ids)}; ids {train.cat_ids[:5]}... and {val.cat_ids[:5]}...)"
             )
-        self.val_coco = val.coco
-        self.cat_ids = train.cat_ids
         if train.images_left_out:
             _log.info(
                 "%d training image(s) left out: without annotations, or under %d px on the shorter side "
@@ -148,7 +140,6 @@ class DetectionTask(Task):
         )  # fmt: skip
         if cfg.finetune and load_weights:
             load_finetune(model, cfg.finetune, cfg.model, CLASS_LAYERS[self.head])
-        self.label_offset = model.label_offset  # the detector's label of class 0 (Mask R-CNN: 1, background 0)
         return model
 
     def mean_std(self, model: nn.Module) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
@@ -178,31 +169,21 @@ class DetectionTask(Task):
     def evaluate(
         self, model: nn.Module, loader: Any, device: torch.device, amp_dtype: Optional[torch.dtype], channels_last: bool
     ) -> Dict[str, Any]:
-        metrics, self.text = evaluate_detector(model, loader, self.val_coco, self.cat_ids, device, amp_dtype)
-        return metrics
+        val = split_of(loader)
+        return evaluate_detector(model, loader, val.coco, val.cat_ids, device, amp_dtype)[0]
 
-    def metric_keys(self) -> List[str]:
-        return [f"{t}_{n}" for t in (("bbox", "segm") if self.masks else ("bbox",)) for n in COCO_STAT_NAMES]
+    def metrics(self) -> Sequence[Metric]:
+        """COCO's box AP figures (and mask AP for Mask R-CNN); the log line shows AP and AP50 of each."""
+        titles = {"bbox_AP": "box AP", "bbox_AP50": "AP50", "segm_AP": "mask AP", "segm_AP50": "AP50"}
+        kinds = ("bbox", "segm") if self.masks else ("bbox",)
+        return [Metric(f"{k}_{n}", titles.get(f"{k}_{n}", "")) for k in kinds for n in COCO_STAT_NAMES]
 
-    def row(self, metrics: Dict[str, Any]) -> Dict[str, Any]:
-        return {f"val_{k}": metrics[k] for k in self.metric_keys()}
-
-    def epoch_line(self, metrics: Dict[str, Any]) -> str:
-        line = f"box AP {metrics['bbox_AP']:.3f}  AP50 {metrics['bbox_AP50']:.3f}"
-        if self.masks:
-            line += f"  mask AP {metrics['segm_AP']:.3f}  AP50 {metrics['segm_AP50']:.3f}"
-        return line
-
-    def summary(self, last: Dict[str, Any], best: Optional[float]) -> Dict[str, Any]:
-        final = {k: last.get(f"val_{k}") for k in self.metric_keys()} if last else {}
-        return dict(final_metrics={k: (None if v != v else v) for k, v in final.items()}, best_bbox_AP=best)
-
-    def meta(self, model_kwargs: Dict[str, Any], classes: List[str], mean: Sequence[float],
+    def meta(self, model_kwargs: Dict[str, Any], splits: Splits, mean: Sequence[float],
              std: Sequence[float], model: nn.Module) -> Dict[str, Any]:  # fmt: skip
-        cfg = self.cfg
+        cfg, classes = self.cfg, splits.classes
         record = dict(
             task="detect", model=cfg.model, model_kwargs=dict(model_kwargs), num_classes=len(classes),
-            classes=list(classes), category_ids=[int(c) for c in self.cat_ids], min_size=cfg.min_size,
+            classes=list(classes), category_ids=[int(c) for c in splits.train.cat_ids], min_size=cfg.min_size,
             max_size=cfg.max_size, detections_per_img=cfg.detections_per_img, score_thresh=cfg.score_thresh,
             mean=[float(m) for m in mean], std=[float(s) for s in std], aligned_roi=cfg.aligned_roi,
             p7_relu=cfg.p7_relu,

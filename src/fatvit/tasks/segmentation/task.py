@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -14,9 +12,8 @@ from torch import nn
 
 from ...checkpoint import fat_interaction, load_finetune
 from ...data import Splits
-from ...distributed import all_reduce_sum
 from ...errors import FatvitError, unknown_choice
-from ..base import Task
+from ..base import Metric, Task, amp_autocast, evaluate_batches
 from ..scenes import embedded_scenes
 from .data import (
     IGNORE_INDEX,
@@ -40,6 +37,9 @@ __all__ = [
 
 #: The layer whose shape depends on the classes (replaced when fine-tuning).
 CLASS_LAYERS = ("decode_head.classifier.",)
+
+#: What segmentation reports: mean IoU, mean class accuracy and pixel accuracy.
+METRICS = (Metric("mIoU", "mIoU"), Metric("mAcc", "mAcc"), Metric("aAcc", "aAcc"))
 
 #: ADE20K's class count, used when the data set names no classes.
 ADE20K_CLASSES = 150
@@ -78,27 +78,20 @@ def evaluate_segmenter(
 ) -> Dict[str, Any]:
     """mIoU, mAcc, aAcc and per-class IoU of ``model`` over ``loader`` (all processes together), each image
     scored at its label map's own resolution."""
-    model.eval()
     metrics = SegmentationMetrics(num_classes, device)
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
-    seen, skipped_total, start = 0, 0, time.perf_counter()
-    for images, labels, skipped in loader:
-        skipped_total += skipped
+
+    def step(images: Sequence[torch.Tensor], labels: Sequence[torch.Tensor]) -> int:
         for image, label in zip(images, labels):
             x = image[None].to(device)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with autocast:
+            with amp_autocast(device, amp_dtype):
                 logits = predict_logits(model, x, num_classes, mode, crop, stride)
             pred = upsample_to(logits.float(), list(label.shape[-2:])).argmax(1)[0]
             metrics.update(pred, label.to(device))
-            seen += 1
-    seconds = time.perf_counter() - start
-    result: Dict[str, Any] = metrics.compute()
-    counts = all_reduce_sum(torch.tensor([float(seen), float(skipped_total)], device=device))
-    result.update(images=int(counts[0].item()), skipped_images=int(counts[1].item()),
-                  images_per_s=counts[0].item() / max(seconds, 1e-9))  # fmt: skip
-    return result
+        return len(images)
+
+    return evaluate_batches(model, loader, step, metrics.compute, device)
 
 
 def pixel_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, avg_non_ignore: bool = False) -> torch.Tensor:
@@ -117,12 +110,12 @@ class SegmentationTask(Task):
     metric_title = "val mIoU"
     joint_transform = True
     embedded_name = "the embedded digit scenes (ADE20K layout)"
+    nested_summary = True
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
         if cfg.model not in SEGMENTERS:
             raise unknown_choice("segmenter", cfg.model, SEGMENTERS)
-        self.last_metrics: Dict[str, Any] = {}
 
     def build_splits(self) -> Splits:
         cfg = self.cfg
@@ -140,8 +133,6 @@ class SegmentationTask(Task):
         )  # fmt: skip
         if cfg.finetune and load_weights:
             load_finetune(model, cfg.finetune, cfg.model, CLASS_LAYERS)
-        self.classes = list(classes)
-        self.num_classes = len(classes)
         return model
 
     def mean_std(self, model: nn.Module) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
@@ -172,30 +163,22 @@ class SegmentationTask(Task):
         self, model: nn.Module, loader: Any, device: torch.device, amp_dtype: Optional[torch.dtype], channels_last: bool
     ) -> Dict[str, Any]:
         cfg = self.cfg
-        self.last_metrics = evaluate_segmenter(
-            model, loader, self.num_classes, device, amp_dtype, channels_last, cfg.test_mode, cfg.crop_size,
+        return evaluate_segmenter(
+            model, loader, model.num_classes, device, amp_dtype, channels_last, cfg.test_mode, cfg.crop_size,
             cfg.test_stride,
         )  # fmt: skip
-        return self.last_metrics
 
-    def row(self, metrics: Dict[str, Any]) -> Dict[str, Any]:
-        return dict(val_mIoU=metrics["mIoU"], val_mAcc=metrics["mAcc"], val_aAcc=metrics["aAcc"])
+    def metrics(self) -> Sequence[Metric]:
+        return METRICS
 
-    def epoch_line(self, metrics: Dict[str, Any]) -> str:
-        return f"mIoU {metrics['mIoU']:.3f}  mAcc {metrics['mAcc']:.3f}  aAcc {metrics['aAcc']:.3f}"
+    def summary_extra(self, result: Dict[str, Any], classes: Sequence[str]) -> Dict[str, Any]:
+        """Each class's IoU in the last evaluation (None for a class absent from the labels and predictions)."""
+        per_class = result.get("per_class_iou", [])
+        return dict(per_class_iou={name: (None if v != v else v) for name, v in zip(classes, per_class)})
 
-    def summary(self, last: Dict[str, Any], best: Optional[float]) -> Dict[str, Any]:
-        final = {k: last.get(f"val_{k}") for k in ("mIoU", "mAcc", "aAcc")} if last else {}
-        per_class = self.last_metrics.get("per_class_iou", [])
-        return dict(
-            final_metrics={k: (None if v != v else v) for k, v in final.items()},
-            best_mIoU=best,
-            per_class_iou={name: (None if v != v else v) for name, v in zip(self.classes, per_class)},
-        )
-
-    def meta(self, model_kwargs: Dict[str, Any], classes: List[str], mean: Sequence[float],
+    def meta(self, model_kwargs: Dict[str, Any], splits: Splits, mean: Sequence[float],
              std: Sequence[float], model: nn.Module) -> Dict[str, Any]:  # fmt: skip
-        cfg = self.cfg
+        cfg, classes = self.cfg, splits.classes
         record = dict(
             task="segment", model=cfg.model, model_kwargs=dict(model_kwargs), num_classes=len(classes),
             classes=list(classes), reduce_zero_label=cfg.reduce_zero_label, scale=list(cfg.scale),
