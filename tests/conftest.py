@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
+from typing import List, Optional, Tuple
 
 import pytest
 import torch
+from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_DIR = REPO / "tests" / "data"
@@ -186,3 +190,51 @@ def fresh_copy(folder: Path) -> Path:
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, folder / name)
     return folder
+
+
+README = REPO / "README.md"
+
+Example = Tuple[str, str, str]  # (section, "bash" or "python", the command or code)
+
+
+def readme_examples() -> List[Example]:
+    """Every shell command (comments dropped) and Python block of the README, in order, with its section."""
+    examples: List[Example] = []
+    section = ""
+    for part in re.split(r"(^## .*$)", README.read_text(), flags=re.M):
+        if part.startswith("## "):
+            section = part.strip()
+            continue
+        for kind, body in re.findall(r"```(bash|python)\n(.*?)```", part, re.S):
+            if kind == "python":
+                examples.append((section, kind, body))
+                continue
+            for line in body.splitlines():
+                command = line.split(" #", 1)[0].strip()
+                if command:
+                    examples.append((section, kind, command))
+    return examples
+
+
+def fatvit_argv(command: str) -> Optional[List[str]]:
+    """The arguments a shell command gives ``fatvit`` (``fatvit ...``, ``.venv/bin/fatvit ...`` after ``&&``,
+    ``torchrun ... -m fatvit ...``), or None if it runs no fatvit command."""
+    words = shlex.split(command.split("&&")[-1])
+    if words and Path(words[0]).name == "fatvit":
+        return words[1:]
+    if words and words[0] == "torchrun" and "-m" in words and words[words.index("-m") + 1] == "fatvit":
+        return words[words.index("-m") + 2 :]
+    return None
+
+
+def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm statistics and affine values far from the identity, so that folding them matters."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
+            m.running_var.copy_(torch.rand(n, generator=g) * 2 + 0.2)
+            m.weight.data.copy_(torch.randn(n, generator=g) * 0.5 + 1)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.5)
+    return model

@@ -1,4 +1,4 @@
-"""Launched by test_distributed.py under torchrun: trains a few steps and writes each rank's parameters.
+"""Launched by tests/engine/test_distributed.py under torchrun: trains a few steps and writes each rank's parameters.
 
 Arguments: the output folder, the data, and the task (``classify``, default, or ``detect``).
 """

@@ -7,7 +7,7 @@ import timm
 import torch
 from torch import nn
 
-from conftest import TINY_ARGS, load_reference
+from conftest import TINY_ARGS, load_reference, randomize_batchnorm
 from fatvit import FAT, MODEL_CONFIGS
 from fatvit.deploy import compile_inference, deploy
 from fatvit.layers import INTERACTIONS, ConvFFN, DownsampleShortcut, RefinedDownsample
@@ -16,19 +16,6 @@ from fatvit.layers.reparam import Pointwise, fold_batchnorm
 from fatvit.models.fat import FATBlock
 
 TOL = 1e-4
-
-
-def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every BatchNorm statistics and affine values far from the identity, so that folding them matters."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
-            m.running_var.copy_(torch.rand(n, generator=g) * 2 + 0.2)
-            m.weight.data.copy_(torch.randn(n, generator=g) * 0.5 + 1)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.5)
-    return model
 
 
 def timm_reparameterized(model: nn.Module) -> nn.Module:

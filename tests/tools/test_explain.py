@@ -13,7 +13,7 @@ from conftest import TINY_ARGS, cli_error, write_held_out_digits
 from fatvit.cli import main
 from fatvit.errors import FatvitError
 from fatvit.explain import class_activation_map, explain, fasa_maps, map_notes, map_point, plot_explanation
-from fatvit.models import create_model, model_names
+from fatvit.models import create_model
 from fatvit.tasks.classification.metrics import eval_transform
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -112,8 +112,8 @@ def test_cam_is_grad_cam_of_the_class_on_the_last_stage():
     assert not torch.allclose(cams[0], cams[1], atol=1e-2)  # the class matters
 
 
-@pytest.mark.parametrize("name", model_names())
-def test_every_fat_size_explains(name):
+@pytest.mark.parametrize("name", ["fat_b0", "fat_b5"])  # the hooks find FASA whatever the depths and widths
+def test_fat_sizes_explain(name):
     torch.manual_seed(0)
     model = create_model(name, num_classes=5).eval()
     e = explain(model, torch.randn(1, 3, 64, 64), MEAN, STD)

@@ -15,14 +15,16 @@ from conftest import FAST_RECIPE, REPO, make_image_folder
 
 
 def _torchrun(*args: str, env_extra=None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    # the worker imports conftest, which lives in tests/
+    path = os.pathsep.join(p for p in (str(REPO / "tests"), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path, **(env_extra or {})}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
 
 
 def test_two_processes_stay_in_sync(tmp_path):
     data = make_image_folder(tmp_path / "data")
-    proc = _torchrun(str(REPO / "tests" / "ddp_worker.py"), str(tmp_path), str(data))
+    proc = _torchrun(str(REPO / "tests" / "engine" / "ddp_worker.py"), str(tmp_path), str(data))
     assert proc.returncode == 0, proc.stderr[-3000:]
     infos = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     states = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
@@ -71,7 +73,7 @@ def test_two_processes_train_a_detector_in_sync(tmp_path):
     from fatvit.tasks.scenes import write_digit_scenes
 
     scenes = write_digit_scenes(tmp_path / "scenes", train=8, val=2, size=64)
-    proc = _torchrun(str(REPO / "tests" / "ddp_worker.py"), str(tmp_path), str(scenes / "coco"), "detect")
+    proc = _torchrun(str(REPO / "tests" / "engine" / "ddp_worker.py"), str(tmp_path), str(scenes / "coco"), "detect")
     assert proc.returncode == 0, proc.stderr[-3000:]
     infos = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     states = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-from conftest import fresh_copy
+from conftest import fatvit_argv, fresh_copy, readme_examples
 from fatvit.cli import main
-from test_readme import fatvit_argv, readme_examples
 
 
 def test_the_main_job_as_written_reaches_90_percent(tmp_path, capsys, monkeypatch):

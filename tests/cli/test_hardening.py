@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import time
 
 import pytest
 import torch
@@ -100,7 +101,11 @@ def test_resume_drops_the_steps_logged_after_the_checkpoint(tmp_path, capsys):
     assert main([*base, "--max-steps", "3"]) == 0
     kept = out / "kept.pth"
     kept.write_bytes((out / "last.pth").read_bytes())  # the checkpoint at step 3
+    # TensorBoard orders a folder's event files by name: the time in whole seconds, then a per-process counter
+    # compared as text ("10" < "9"). Runs in different seconds, as real resumed runs are, sort in order.
+    time.sleep(1.1)
     assert main(["train", "--resume", str(out / "last.pth"), "--max-steps", "8"]) == 0  # logs 4..8, epoch 1
+    time.sleep(1.1)
     assert main(["train", "--resume", str(kept)]) == 0  # as if killed after step 8 with the step-3 checkpoint
     steps = [int(r["step"]) for r in _rows(out / "steps.csv")]
     assert steps == list(range(1, 13))  # 6 steps an epoch, each once

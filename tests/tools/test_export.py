@@ -10,12 +10,11 @@ import onnx
 import pytest
 import torch
 
-from conftest import TINY_ARGS, cli_error, set_args
+from conftest import TINY_ARGS, cli_error, randomize_batchnorm, set_args
 from fatvit import FAT
 from fatvit.cli import main
 from fatvit.errors import FatvitError
 from fatvit.export import check_onnx, export_onnx, onnx_session, read_onnx_metadata
-from test_deploy import randomize_batchnorm
 
 TOL = 1e-4
 

