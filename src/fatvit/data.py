@@ -18,6 +18,7 @@ import os
 import random
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -32,6 +33,7 @@ from .errors import FatvitError
 __all__ = [
     "EXTENSIONS",
     "is_image",
+    "try_load_rgb",
     "load_rgb",
     "SeededDataset",
     "ResumableSampler",
@@ -92,6 +94,15 @@ class Splits:
     train: Dataset
     val: Dataset
     classes: List[str]
+
+
+def try_load_rgb(path: str | Path) -> Tuple[Optional[Image.Image], Optional[str]]:
+    """``(load_rgb(path), None)``, or ``(None, why)`` for a file that is not a readable image (not an image,
+    truncated, unreadable): how every verb that predicts reads its inputs."""
+    try:
+        return load_rgb(str(path)), None
+    except Exception as err:  # Pillow raises many kinds for a bad file
+        return None, f"{type(err).__name__}: {err}"
 
 
 class SeededDataset(Dataset):

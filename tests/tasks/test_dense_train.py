@@ -367,6 +367,14 @@ def test_failed_dense_predict_leaves_no_output_folder(detect_run, scenes, tmp_pa
     argv = ["detect", "predict", str(unreadable), "--checkpoint", str(detect_run / "last.pth"), "--output", str(out)]
     assert "none of the images could be read" in cli_error(capsys, argv)
     assert not out.exists()
+    # beside a readable image, the unreadable one is skipped with the line every predict verb prints
+    good = sorted(images.iterdir())[0]
+    from fatvit.cli import main
+
+    assert main([*argv[:2], str(good), *argv[2:], "--json"]) == 0
+    captured = capsys.readouterr()
+    assert [r["path"] for r in json.loads(captured.out)] == [str(good)]
+    assert f"fatvit: skipping unreadable image {unreadable / 'x.png'}: UnidentifiedImageError: " in captured.err
 
 
 def test_segment_eval_prints_the_skipped_image_count(scenes, tmp_path, capsys):
@@ -381,6 +389,13 @@ def test_segment_eval_prints_the_skipped_image_count(scenes, tmp_path, capsys):
     capsys.readouterr()
     assert main(["segment", "eval", "--checkpoint", str(run / "last.pth"), "--data", str(data)]) == 0
     assert "(2 images, 1 unreadable)" in capsys.readouterr().out.splitlines()[-1]
+    # predict skips it with the line every predict verb prints, and draws the others
+    assert main(["segment", "predict", str(data / "images/validation"), "--checkpoint", str(run / "last.pth"),
+                 "--output", str(tmp_path / "drawn"), "--json"]) == 0  # fmt: skip
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)) == 2 and len(list((tmp_path / "drawn").iterdir())) == 2
+    bad = data / "images/validation/val_00001.jpg"
+    assert f"fatvit: skipping unreadable image {bad}: UnidentifiedImageError: " in captured.err
 
 
 def test_epochs_and_iterations_together_are_an_error_and_the_start_line_says_which_is_used(scenes, tmp_path, capsys):

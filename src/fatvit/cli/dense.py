@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 from ..config import AMP_MODES, DEFAULT_WORKERS
 from ..errors import FatvitError
@@ -121,6 +121,30 @@ def drawing_folder(output: str) -> Iterator[Path]:
     finally:
         if made and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
+
+
+def predict_each(
+    inputs: Sequence[str], output: str, overwrite: bool, predict: Callable[[Path, Any, Path], Dict[str, Any]]
+) -> List[Dict[str, Any]]:
+    """The loop of a drawing ``predict`` sub-verb: ``predict(path, image, drawn)`` on each readable image the
+    inputs name (``image`` read once, as RGB), which draws it as ``drawn`` and returns its record. The outputs
+    are checked before any work; an unreadable file is reported in one line and skipped; no readable image at
+    all is an error (and leaves no output folder behind)."""
+    from ..data import try_load_rgb
+    from .format import report_skip
+
+    pairs = output_paths(inputs, output, overwrite)
+    records = []
+    with drawing_folder(output):  # removed again if nothing is drawn
+        for path, drawn in pairs:
+            image, reason = try_load_rgb(path)
+            if image is None:
+                report_skip(path, reason)
+                continue
+            records.append(predict(path, image, drawn))
+        if not records:
+            raise FatvitError("none of the images could be read")
+    return records
 
 
 def model_of(args: argparse.Namespace) -> Optional[str]:

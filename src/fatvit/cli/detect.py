@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+from pathlib import Path
+from typing import Any, Dict
 
 from ..catalog import DETECTORS
 from ..errors import FatvitError
@@ -16,9 +17,9 @@ from .dense import (
     add_predict_options,
     check_device,
     checked_file,
-    drawing_folder,
     model_of,
     output_paths,
+    predict_each,
     save_png,
     workers_of,
 )  # fmt: skip
@@ -133,36 +134,27 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from torchvision.transforms.v2.functional import pil_to_tensor
 
-    from ..data import load_rgb
     from ..errors import FatvitError
     from ..tasks.detection.inference import detect_images, draw_detections, load_detector
 
     if not 0 <= args.score_threshold <= 1:
         raise FatvitError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
     device = check_device(args.device)
-    pairs = output_paths(args.inputs, args.output, args.overwrite)
+    output_paths(args.inputs, args.output, args.overwrite)  # refused before the model is loaded
     model, meta = load_detector(args.checkpoint, args.ema)
-    classes, offset = meta["classes"], model.label_offset
-    records = []
-    with drawing_folder(args.output):  # removed again if nothing is drawn
-        for image_path, target in pairs:
-            try:
-                image = load_rgb(str(image_path))
-            except Exception as err:  # an unreadable file: reported, skipped
-                print(f"fatvit: skipping unreadable image {image_path}: {type(err).__name__}: {err}", file=sys.stderr)
-                continue
-            (output,) = detect_images(model, [image_path], device)
-            save_png(draw_detections(pil_to_tensor(image), output, classes, offset, args.score_threshold), target)
-            keep = output["scores"] >= args.score_threshold
-            records.append(dict(
-                path=str(image_path), drawn=str(target),
-                detections=[dict(label=classes[int(lab) - offset], score=round(float(s), 4),
-                                 box=[round(float(v), 1) for v in box])
-                            for lab, s, box in zip(output["labels"][keep], output["scores"][keep],
-                                                   output["boxes"][keep])],
-            ))  # fmt: skip
-        if not records:
-            raise FatvitError("none of the images could be read")
+    classes, offset, threshold = meta["classes"], model.label_offset, args.score_threshold
+
+    def predict(path: Path, image: Any, drawn: Path) -> Dict[str, Any]:
+        (output,) = detect_images(model, [image], device)
+        save_png(draw_detections(pil_to_tensor(image), output, classes, offset, threshold), drawn)
+        keep = output["scores"] >= threshold
+        found = zip(output["labels"][keep], output["scores"][keep], output["boxes"][keep])
+        return dict(path=str(path), drawn=str(drawn), detections=[
+            dict(label=classes[int(lab) - offset], score=round(float(s), 4), box=[round(float(v), 1) for v in box])
+            for lab, s, box in found
+        ])  # fmt: skip
+
+    records = predict_each(args.inputs, args.output, args.overwrite, predict)
     if args.json:
         print(json.dumps(records, indent=2))
         return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Sequence
 
 
@@ -40,3 +41,8 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         return "  ".join(parts).rstrip()
 
     return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
+
+
+def report_skip(path: object, reason: str) -> None:
+    """The line every verb that predicts prints for an input it cannot read (and skips)."""
+    print(f"fatvit: skipping unreadable image {path}: {reason}", file=sys.stderr)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from ..errors import FatvitError
 from ..files import check_output_file
 from ..reporting import write_csv
 from ..tasks.classification.config import INFERENCE_KEYS
-from .format import positive_int, render_table
+from .format import positive_int, render_table, report_skip
 from .model_options import add_model_options, add_runtime_option, typed_values
 
 #: Config keys that apply to predictions (no data set: the images are the arguments).
@@ -74,9 +73,6 @@ def run(args: argparse.Namespace) -> int:
     )
     classifier.class_names()  # an error now, before reading any image, if the file records none
 
-    def report(path: Path, reason: str) -> None:
-        print(f"fatvit: skipping unreadable image {path}: {reason}", file=sys.stderr)
-
     records = predict(
         classifier,
         args.inputs,
@@ -84,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=classifier.config.batch_size,
         workers=classifier.config.workers if "workers" in classifier.given else 0,
         progress=sys.stderr.isatty(),
-        on_skip=report,
+        on_skip=report_skip,
     )
     if not records:
         raise FatvitError("none of the images could be read")

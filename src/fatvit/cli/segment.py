@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+from pathlib import Path
+from typing import Any, Dict
 
 from ..catalog import SEGMENTERS
 from ..errors import FatvitError
@@ -16,8 +17,8 @@ from .dense import (
     add_predict_options,
     check_device,
     checked_file,
-    drawing_folder,
     output_paths,
+    predict_each,
     save_png,
     workers_of,
 )
@@ -137,29 +138,18 @@ def run_predict(args: argparse.Namespace) -> int:
     from ..tasks.segmentation.inference import draw_classes, load_segmenter, segment_image
 
     device = check_device(args.device)
-    pairs = output_paths(args.inputs, args.output, args.overwrite)
+    output_paths(args.inputs, args.output, args.overwrite)  # refused before the model is loaded
     model, meta = load_segmenter(args.checkpoint, args.ema)
     classes = list(meta.get("classes") or [f"class_{i}" for i in range(int(meta["num_classes"]))])
     skip = [] if args.draw_background else [i for i, c in enumerate(classes) if c == "background"]
-    records = []
-    with drawing_folder(args.output):  # removed again if nothing is drawn
-        for image_path, target in pairs:
-            try:
-                image, class_map = segment_image(model, meta, image_path, device)
-            except OSError as err:
-                print(f"fatvit: skipping unreadable image {image_path}: {err}", file=sys.stderr)
-                continue
-            except Exception as err:  # Pillow's errors for a corrupt file
-                if "PIL" not in type(err).__module__:
-                    raise
-                print(f"fatvit: skipping unreadable image {image_path}: {type(err).__name__}: {err}", file=sys.stderr)
-                continue
-            save_png(draw_classes(image, class_map, classes, skip), target)
-            counts = class_shares(class_map, len(classes))
-            records.append(dict(path=str(image_path), drawn=str(target),
-                                classes={classes[c]: round(n, 4) for c, n in counts.items()}))  # fmt: skip
-        if not records:
-            raise FatvitError("none of the images could be read")
+
+    def predict(path: Path, image: Any, drawn: Path) -> Dict[str, Any]:
+        pixels, class_map = segment_image(model, meta, image, device)
+        save_png(draw_classes(pixels, class_map, classes, skip), drawn)
+        shares = class_shares(class_map, len(classes))
+        return dict(path=str(path), drawn=str(drawn), classes={classes[c]: round(n, 4) for c, n in shares.items()})
+
+    records = predict_each(args.inputs, args.output, args.overwrite, predict)
     if args.json:
         print(json.dumps(records, indent=2))
     else:

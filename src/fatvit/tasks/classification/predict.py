@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ...checkpoint import PathLike
-from ...data import EXTENSIONS, load_rgb, loader_workers
+from ...data import EXTENSIONS, loader_workers, try_load_rgb
 from ...distributed import pick_device
 from ...errors import FatvitError
 from .inference import Classifier, load_classifier
@@ -75,11 +75,8 @@ class _ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> Tuple[int, Optional[torch.Tensor], Optional[str]]:
-        try:
-            img = load_rgb(str(self.paths[index]))
-        except Exception as err:  # not an image, truncated, unreadable
-            return index, None, f"{type(err).__name__}: {err}"
-        return index, self.transform(img), None
+        img, reason = try_load_rgb(self.paths[index])
+        return index, (self.transform(img) if img is not None else None), reason
 
 
 def _collate(batch: Sequence[Tuple[int, Optional[torch.Tensor], Optional[str]]]):  # noqa: ANN202

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
+from PIL import Image
 from torch import nn
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
@@ -92,14 +93,15 @@ def evaluate_checkpoint(
 
 
 @torch.no_grad()
-def detect_images(model: nn.Module, paths: Sequence[Path], device: str = "cpu") -> List[Dict[str, Any]]:
-    """The detector's raw outputs for each image file (boxes, labels with the model's offset, scores, masks)."""
+def detect_images(model: nn.Module, images: Sequence[Path | Image.Image], device: str = "cpu") -> List[Dict[str, Any]]:
+    """The detector's raw outputs for each image (a file, or an RGB PIL image): boxes, labels with the model's
+    offset, scores, masks."""
     dev = torch.device(device)
     model.to(dev).eval()
     to_tensor = detection_transform(False)
     outputs = []
-    for path in paths:
-        image = to_tensor(load_rgb(str(path)), {})[0]
+    for item in images:
+        image = to_tensor(load_rgb(str(item)) if isinstance(item, (str, Path)) else item, {})[0]
         (out,) = model([image.to(dev)])
         outputs.append({k: v.cpu() for k, v in out.items()})
     return outputs

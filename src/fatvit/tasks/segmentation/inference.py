@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
+from PIL import Image
 from torch import nn
 from torchvision.transforms.v2.functional import pil_to_tensor
 from torchvision.utils import draw_segmentation_masks
@@ -72,9 +73,9 @@ def evaluate_checkpoint(
 
 
 @torch.no_grad()
-def segment_image(model: nn.Module, meta: Dict[str, Any], path: Path, device: str = "cpu") -> Any:
-    """The image (uint8, 3xHxW) and its predicted class map (HxW) at its own size."""
-    image = load_rgb(str(path))
+def segment_image(model: nn.Module, meta: Dict[str, Any], image: Path | Image.Image, device: str = "cpu") -> Any:
+    """The image (uint8, 3xHxW; a file, or an RGB PIL image) and its predicted class map (HxW) at its own size."""
+    image = load_rgb(str(image)) if isinstance(image, (str, Path)) else image
     transform = SegmentationEvalTransform(meta["scale"], meta["mean"], meta["std"])
     x, _ = transform(image, None)
     dev = torch.device(device)
