@@ -41,6 +41,17 @@ __all__ = [
 
 AMP_MODES = ("auto", "none", "bf16", "fp16")
 
+#: What a device setting may be (config key ``device``, every ``--device``); auto: the first CUDA device if any,
+#: else the CPU.
+DEVICE_NAMES = "auto, cpu, cuda or cuda:N"
+
+
+def is_device_name(name: str) -> bool:
+    """Whether ``name`` is a device setting: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    kind, sep, index = str(name).partition(":")
+    return (kind in ("auto", "cpu", "cuda") and not sep) or (kind == "cuda" and index.isdigit())
+
+
 #: Loader workers unless a recipe or a flag says otherwise (the loader uses at most the cores available).
 DEFAULT_WORKERS = 4
 
@@ -153,13 +164,7 @@ class RunConfig:
         need(self.clip_grad is None or self.clip_grad > 0, "clip_grad", "positive or null")
         need(self.drop_path_rate is None or 0 <= self.drop_path_rate < 1, "drop_path_rate", "in [0, 1) or null")
         need(self.amp in AMP_MODES, "amp", f"one of {', '.join(AMP_MODES)}")
-        device = self.device.split(":")
-        need(
-            device[0] in ("auto", "cpu", "cuda")
-            and (len(device) == 1 or (device[0] == "cuda" and device[1].isdigit())),
-            "device",
-            "auto, cpu, cuda or cuda:N",
-        )
+        need(is_device_name(self.device), "device", DEVICE_NAMES)
         from timm.optim import list_optimizers
 
         if self.opt.lower() not in list_optimizers():

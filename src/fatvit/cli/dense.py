@@ -26,7 +26,7 @@ def add_eval_options(p: argparse.ArgumentParser, data_help: str, batches: bool =
         p.add_argument("--batch-size", type=positive_int, default=2, help="images per batch (default: 2)")
     workers = f"data loading processes (default: {DEFAULT_WORKERS}, at most the cores available)"
     p.add_argument("--workers", type=non_negative_int, default=None, metavar="N", help=workers)
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--ema", action="store_true", help="evaluate the EMA weights of a training checkpoint")
     amp = ("mixed precision, as the training config's amp: none (default, float32), bf16, fp16, or auto "
            "(CUDA: bf16 where supported, else fp16; CPU: none)")  # fmt: skip
@@ -66,7 +66,7 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="a checkpoint or model.safetensors of a training run")
     p.add_argument("--output", required=True, metavar="DIR", help="folder for the drawn images (<name>.png)")
     p.add_argument("--overwrite", action="store_true", help="replace drawn images already in --output")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--ema", action="store_true", help="use the EMA weights of a training checkpoint")
     p.add_argument("--json", action="store_true", help="print one JSON record per image")
 
@@ -79,14 +79,13 @@ def workers_of(args: argparse.Namespace) -> int:
 
 
 def check_device(device: str) -> str:
-    import torch
+    """``--device`` checked as the config key ``device`` is (the same names), and the device it picks."""
+    from ..config import DEVICE_NAMES, is_device_name
+    from ..distributed import pick_device
 
-    kind, _, index = device.partition(":")
-    if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
-        raise FatvitError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise FatvitError(f"--device {device}: no CUDA device is available")
-    return device
+    if not is_device_name(device):
+        raise FatvitError(f"--device must be {DEVICE_NAMES}, got {device!r}")
+    return str(pick_device(device))
 
 
 def output_paths(inputs: Sequence[str], output: str, overwrite: bool) -> List[tuple]:

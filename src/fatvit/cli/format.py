@@ -46,3 +46,31 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def report_skip(path: object, reason: str) -> None:
     """The line every verb that predicts prints for an input it cannot read (and skips)."""
     print(f"fatvit: skipping unreadable image {path}: {reason}", file=sys.stderr)
+
+
+#: Every flag that is a shortcut for a config key, with its argparse type; a verb adds the flags of the keys it
+#: takes (any key also works with --set KEY=VALUE).
+CONFIG_FLAGS = {
+    "model": str,
+    "data": str,
+    "epochs": positive_int,
+    "iterations": positive_int,
+    "batch_size": positive_int,
+    "img_size": positive_int,
+    "crop_pct": float,
+    "interpolation": str,
+    "lr": float,
+    "output": str,
+    "workers": non_negative_int,
+    "device": str,
+    "amp": str,
+    "seed": int,
+    "finetune": str,
+    "backbone_weights": str,
+}
+
+
+def flag_values(args: argparse.Namespace, keys: Sequence[str]) -> dict:
+    """The config values the shortcut flags of ``keys`` gave, typed by argparse (those left out are not in the
+    dict; a verb's own options of the same name, such as explain's --output, are not config keys)."""
+    return {key: getattr(args, key) for key in keys if getattr(args, key, None) is not None}

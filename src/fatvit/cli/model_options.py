@@ -10,19 +10,10 @@ import argparse
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 from ..config import DEFAULT_WORKERS
-from .format import add_set_option, non_negative_int, positive_int
+from .format import CONFIG_FLAGS, add_set_option, flag_values
 
-#: Flags that are shortcuts for config keys, with their argparse types.
-SHORTCUTS: Mapping[str, Any] = {
-    "model": str,
-    "data": str,
-    "img_size": positive_int,
-    "crop_pct": float,
-    "interpolation": str,
-    "batch_size": positive_int,
-    "workers": non_negative_int,
-    "device": str,
-}
+#: The shortcut flags (:data:`~fatvit.cli.format.CONFIG_FLAGS`) of the verbs that run a trained model, in order.
+MODEL_FLAGS = ("model", "data", "img_size", "crop_pct", "interpolation", "batch_size", "workers", "device")
 
 _DEFAULTS = {
     "model": "default: the file's record, else fat_b0",
@@ -46,12 +37,12 @@ def add_model_options(
         help="weights: .pth (fatvit or the authors') or .safetensors; eval and predict also take .onnx files from "
         "fatvit export",
     )
-    for key, kind in SHORTCUTS.items():
+    for key in MODEL_FLAGS:
         if key in keys:
             p.add_argument(
                 f"--{key.replace('_', '-')}",
                 dest=key,
-                type=kind,
+                type=CONFIG_FLAGS[key],
                 default=None,
                 help=f"config key {key} ({(defaults or {}).get(key) or _DEFAULTS.get(key, _RECORD_DEFAULT)})",
             )
@@ -68,7 +59,7 @@ def add_model_options(
 
 def typed_values(args: argparse.Namespace) -> Dict[str, Any]:
     """The config values given by flags (those left out are not in the dict)."""
-    typed = {key: getattr(args, key) for key in SHORTCUTS if getattr(args, key, None) is not None}
+    typed = flag_values(args, MODEL_FLAGS)
     if getattr(args, "channels_last", None) is not None:
         typed["channels_last"] = args.channels_last
     return typed

@@ -11,28 +11,10 @@ from typing import Any, Callable, Dict, Optional, Sequence
 from ..config import AMP_MODES, load_config, recipe_files, recipe_values
 from ..errors import FatvitError
 from ..tasks.classification.config import ClassifyConfig
-from .format import add_set_option, non_negative_int, positive_int
+from .format import CONFIG_FLAGS, add_set_option, flag_values, positive_int
 
-#: Flags that are shortcuts for config keys (any key also works with --set KEY=VALUE).
-SHORTCUTS = {
-    "model": str,
-    "data": str,
-    "epochs": positive_int,
-    "iterations": positive_int,
-    "batch_size": positive_int,
-    "img_size": positive_int,
-    "lr": float,
-    "output": str,
-    "workers": non_negative_int,
-    "device": str,
-    "amp": str,
-    "seed": int,
-    "finetune": str,
-    "backbone_weights": str,
-}
-
-
-#: What each shortcut flag sets: its metavar and its line in --help (defaults are added from the recipes).
+#: The shortcut flags of the training verbs (:data:`~fatvit.cli.format.CONFIG_FLAGS`), in --help's order: their
+#: metavar and their line (defaults are added from the recipes).
 FLAG_HELP = {
     "model": ("NAME", "the model to train"),
     "data": ("DIR", "the data set's folder"),
@@ -108,14 +90,14 @@ def add_training_arguments(
     )
     keys = {f.name for f in dataclasses.fields(cls)}
     values = [recipe_values(name, cls) for name in recipes]
-    for key, kind in SHORTCUTS.items():
+    for key, (metavar, text) in FLAG_HELP.items():
         if key in keys:
-            metavar, text = FLAG_HELP[key]
             if key == "model":
                 text = f"{text}: {model_help}"
             default = _default_text(key, recipes, values)
-            p.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind, default=None, metavar=metavar,
-                           help=f"{text} (config key {key}{'; ' + default if default else ''})")  # fmt: skip
+            text = f"{text} (config key {key}{'; ' + default if default else ''})"
+            p.add_argument(f"--{key.replace('_', '-')}", dest=key, type=CONFIG_FLAGS[key], default=None,
+                           metavar=metavar, help=text)  # fmt: skip
     add_set_option(p, "override any config key (YAML value; model_kwargs.NAME for model arguments); repeatable")
     p.add_argument("--resume", metavar="CKPT", help="continue a run exactly from its last.pth")
     p.add_argument("--overwrite", action="store_true", help="replace the run files of a non-empty --output folder")
@@ -131,7 +113,7 @@ def add_training_arguments(
 
 def typed_flags(args: argparse.Namespace) -> Dict[str, Any]:
     """The config values given as flags, already typed by argparse."""
-    return {key: getattr(args, key) for key in SHORTCUTS if getattr(args, key, None) is not None}
+    return flag_values(args, list(FLAG_HELP))
 
 
 def run_training(
