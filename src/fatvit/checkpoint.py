@@ -30,7 +30,7 @@ import pickle
 import types
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from safetensors import safe_open
@@ -362,6 +362,17 @@ def read_task_checkpoint(
         held = f"a {meta['task']!r} model" if meta.get("task") else f"no record of a fatvit {what}"
         raise CheckpointError(f"{path} holds {held}: give a checkpoint of fatvit {task} train")
     return state_dict, meta
+
+
+def load_task_model(
+    path: PathLike, task: str, what: str, build: Callable[[Dict[str, Any]], nn.Module], use_ema: bool = False
+) -> Tuple[nn.Module, Dict[str, Any]]:
+    """The model a fatvit file of ``task`` records, built by ``build(record)`` and its weights loaded, in eval mode
+    on the CPU; and the record (see :func:`read_task_checkpoint`)."""
+    state_dict, meta = read_task_checkpoint(path, task, what, use_ema)
+    model = build(meta)
+    apply_state_dict(model, state_dict, path, meta=meta)
+    return model.eval(), meta
 
 
 def fat_interaction(model: nn.Module) -> Optional[str]:

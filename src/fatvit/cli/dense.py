@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..config import AMP_MODES, DEFAULT_WORKERS
 from ..errors import FatvitError
@@ -15,6 +15,15 @@ from .format import non_negative_int, positive_int
 
 def add_actions(p: argparse.ArgumentParser) -> argparse._SubParsersAction:
     return p.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=type(p))
+
+
+def add_task_parsers(sub: argparse._SubParsersAction, name: str, help: str, description: str,
+                     actions: Dict[str, Tuple[str, str]]) -> Dict[str, argparse.ArgumentParser]:  # fmt: skip
+    """The parser of a task's verb (``fatvit detect``) and those of its ``actions`` (train, eval, predict,
+    export), each made from its (help, description)."""
+    p = sub.add_parser(name, help=help, description=description)
+    sub_actions = add_actions(p)
+    return {action: sub_actions.add_parser(action, help=h, description=d) for action, (h, d) in actions.items()}
 
 
 def add_eval_options(p: argparse.ArgumentParser, data_help: str, batches: bool = True) -> None:

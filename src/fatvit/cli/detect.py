@@ -11,10 +11,10 @@ from ..catalog import DETECTORS
 from ..errors import FatvitError
 from ..tasks.detection.config import DetectConfig
 from .dense import (
-    add_actions,
     add_eval_options,
     add_export_options,
     add_predict_options,
+    add_task_parsers,
     check_device,
     checked_file,
     model_of,
@@ -39,51 +39,32 @@ UNKNOWN_HINTS = {"--img-size": " (detection images are resized by the config key
                                "--set min_size=N --set max_size=N)"}  # fmt: skip
 
 
-def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
-    p = sub.add_parser(
-        name,
-        help=help,
-        description=(
-            "COCO object detection and instance segmentation with the paper's detectors on FAT backbones: "
-            f"{', '.join(DETECTORS)}. Without --data, the embedded digit scenes (scikit-learn's handwritten "
-            "digits pasted on canvases, written in COCO format)."
-        ),
-    )
-    actions = add_actions(p)
-    t = actions.add_parser(
-        "train",
-        help="train a detector",
-        description=(
-            f"Train a detector on a COCO data set ({DATA_HELP}) with the paper's 1x recipe, or, without --data, "
-            "on the embedded digit scenes (recipe digit_scenes_detect). Launch with torchrun for DDP."
-        ),
-    )
-    add_training_arguments(t, DetectConfig, ("digit_scenes_detect", "coco_retinanet_1x"),
-                           f"one of {', '.join(DETECTORS)}",
-                           "coco_retinanet_1x, or coco_mask_rcnn_1x for a mask_rcnn model,")  # fmt: skip
-    t.set_defaults(run=run_train, unknown_hints=UNKNOWN_HINTS)
-    e = actions.add_parser(
-        "eval",
-        help="COCO box (and mask) AP of a trained detector",
-        description="COCOeval's tables (pycocotools) for a trained detector on a COCO split; --json for scripts.",
-    )
-    add_eval_options(e, DATA_HELP)
-    e.set_defaults(run=run_eval)
-    pr = actions.add_parser(
-        "predict",
-        help="draw a detector's boxes, labels, scores and masks on images",
-        description="Run a trained detector on image files and folders: prints each detection (image, class, score, "
+DESCRIPTION = (
+    "COCO object detection and instance segmentation with the paper's detectors on FAT backbones: "
+    f"{', '.join(DETECTORS)}. Without --data, the embedded digit scenes (scikit-learn's handwritten "
+    "digits pasted on canvases, written in COCO format)."
+)
+
+#: The actions of ``fatvit detect``: their line in its --help, and their own description.
+ACTIONS = {
+    "train": (
+        "train a detector",
+        f"Train a detector on a COCO data set ({DATA_HELP}) with the paper's 1x recipe, or, without --data, "
+        "on the embedded digit scenes (recipe digit_scenes_detect). Launch with torchrun for DDP.",
+    ),
+    "eval": (
+        "COCO box (and mask) AP of a trained detector",
+        "COCOeval's tables (pycocotools) for a trained detector on a COCO split; --json for scripts.",
+    ),
+    "predict": (
+        "draw a detector's boxes, labels, scores and masks on images",
+        "Run a trained detector on image files and folders: prints each detection (image, class, score, "
         "box corners in pixels of the image; --json: one record per image), and writes each image with its "
         "detections drawn (at least 512 px on its shorter side, a colour per class, a legend) as OUTPUT/<name>.png.",
-    )
-    add_predict_options(pr)
-    pr.add_argument("--score-threshold", type=float, default=0.5, metavar="SCORE",
-                    help="draw and list the detections scoring at least this, in [0, 1] (default: 0.5)")  # fmt: skip
-    pr.set_defaults(run=run_predict)
-    x = actions.add_parser(
-        "export",
-        help="a trained RetinaNet as ONNX, checked against PyTorch",
-        description="Writes a trained RetinaNet as ONNX by torchvision's ONNX path (PyTorch's TorchScript-based "
+    ),
+    "export": (
+        "a trained RetinaNet as ONNX, checked against PyTorch",
+        "Writes a trained RetinaNet as ONNX by torchvision's ONNX path (PyTorch's TorchScript-based "
         "exporter), whole: resizing and normalisation, the backbone in its deployed form (BatchNorm and residuals "
         "folded), FPN, head, box decoding and NMS. Input 'image': one 3 x H x W RGB image in [0, 1], any size; "
         "outputs 'boxes' (x1 y1 x2 y2 in the input's pixels), 'scores', 'labels'. The classes, category ids and "
@@ -91,10 +72,27 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
         "else seeded random images of three sizes) against PyTorch: the same detections, scores within "
         f"{SCORE_TOLERANCE:g} and boxes within {BOX_TOLERANCE:g} px, or it is not written. Mask R-CNN is not "
         "exported.",
-    )
-    add_export_options(x)
-    x.add_argument("--images", nargs="+", metavar="IMAGE_OR_DIR", help="image files and folders to check on")
-    x.set_defaults(run=run_export)
+    ),
+}
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
+    parsers = add_task_parsers(sub, name, help, DESCRIPTION, ACTIONS)
+    add_training_arguments(parsers["train"], DetectConfig, ("digit_scenes_detect", "coco_retinanet_1x"),
+                           f"one of {', '.join(DETECTORS)}",
+                           "coco_retinanet_1x, or coco_mask_rcnn_1x for a mask_rcnn model,")  # fmt: skip
+    parsers["train"].set_defaults(run=run_train, unknown_hints=UNKNOWN_HINTS)
+    add_eval_options(parsers["eval"], DATA_HELP)
+    parsers["eval"].set_defaults(run=run_eval)
+    add_predict_options(parsers["predict"])
+    parsers["predict"].add_argument("--score-threshold", type=float, default=0.5, metavar="SCORE",
+                                    help="draw and list the detections scoring at least this, in [0, 1] (default: "
+                                    "0.5)")  # fmt: skip
+    parsers["predict"].set_defaults(run=run_predict)
+    add_export_options(parsers["export"])
+    parsers["export"].add_argument("--images", nargs="+", metavar="IMAGE_OR_DIR",
+                                   help="image files and folders to check on")  # fmt: skip
+    parsers["export"].set_defaults(run=run_export)
 
 
 def default_recipe(args: argparse.Namespace) -> str:

@@ -11,10 +11,10 @@ from ..catalog import SEGMENTERS
 from ..errors import FatvitError
 from ..tasks.segmentation.config import SegmentConfig
 from .dense import (
-    add_actions,
     add_eval_options,
     add_export_options,
     add_predict_options,
+    add_task_parsers,
     check_device,
     checked_file,
     output_paths,
@@ -42,57 +42,56 @@ UNKNOWN_HINTS = {"--img-size": " (segmentation images are sized by the config ke
                                "crop_size: --set crop_size=N)"}  # fmt: skip
 
 
-def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
-    p = sub.add_parser(
-        name,
-        help=help,
-        description=(
-            f"Semantic segmentation with Semantic FPN on FAT backbones: {', '.join(SEGMENTERS)}. Without --data, "
-            "the embedded digit scenes (written in the ADE20K layout)."
-        ),
-    )
-    actions = add_actions(p)
-    t = actions.add_parser(
-        "train",
-        help="train a segmenter",
-        description=(
-            f"Train a segmenter on {DATA_HELP.split('; default')[0]} with the paper's ADE20K recipe, or, without "
-            "--data, on the embedded digit scenes (recipe digit_scenes_segment). Launch with torchrun for DDP."
-        ),
-    )
-    add_training_arguments(t, SegmentConfig, ("digit_scenes_segment", "ade20k_semantic_fpn"),
-                           f"one of {', '.join(SEGMENTERS)}")  # fmt: skip
-    t.set_defaults(run=run_train, unknown_hints=UNKNOWN_HINTS)
-    e = actions.add_parser(
-        "eval",
-        help="mIoU, mAcc, aAcc and per-class IoU of a trained segmenter",
-        description="The mIoU table of a trained segmenter on a split, as mmseg computes it (one confusion matrix "
+DESCRIPTION = (
+    f"Semantic segmentation with Semantic FPN on FAT backbones: {', '.join(SEGMENTERS)}. Without --data, "
+    "the embedded digit scenes (written in the ADE20K layout)."
+)
+
+#: The actions of ``fatvit segment``: their line in its --help, and their own description.
+ACTIONS = {
+    "train": (
+        "train a segmenter",
+        f"Train a segmenter on {DATA_HELP.split('; default')[0]} with the paper's ADE20K recipe, or, without "
+        "--data, on the embedded digit scenes (recipe digit_scenes_segment). Launch with torchrun for DDP.",
+    ),
+    "eval": (
+        "mIoU, mAcc, aAcc and per-class IoU of a trained segmenter",
+        "The mIoU table of a trained segmenter on a split, as mmseg computes it (one confusion matrix "
         "over the split, ignore index 255); --json for scripts.",
-    )
-    add_eval_options(e, DATA_HELP, batches=False)  # images are scored one at a time, each at its own size
-    e.add_argument("--mode", choices=("whole", "slide"), help="inference: whole image or sliding window "
-                   "(default: as the checkpoint records)")  # fmt: skip
-    e.set_defaults(run=run_eval)
-    pr = actions.add_parser(
-        "predict",
-        help="draw a segmenter's class map on images",
-        description="Run a trained segmenter on image files and folders: prints the classes found in each image with "
+    ),
+    "predict": (
+        "draw a segmenter's class map on images",
+        "Run a trained segmenter on image files and folders: prints the classes found in each image with "
         "their share of the pixels, and writes each image with its predicted classes overlaid (at least 512 px on "
         "its shorter side, a colour per class, a legend) as OUTPUT/<name>.png.",
-    )
-    add_predict_options(pr)
-    pr.add_argument("--draw-background", action="store_true", help="also colour the class named 'background'")
-    pr.set_defaults(run=run_predict)
-    x = actions.add_parser(
-        "export",
-        help="a trained segmenter as ONNX, checked against PyTorch",
-        description="Writes a trained Semantic FPN, its backbone in the deployed form (BatchNorm and residuals "
+    ),
+    "export": (
+        "a trained segmenter as ONNX, checked against PyTorch",
+        "Writes a trained Semantic FPN, its backbone in the deployed form (BatchNorm and residuals "
         "folded), as ONNX with PyTorch's torch.export-based exporter; batch, height and width are dynamic. Input "
         "'image': N x 3 x H x W, RGB normalised with the metadata's mean and std (resized as its scale says); output "
         "'logits': N x classes x H x W. The classes and preprocessing go into the file's metadata. The file is run "
         f"with ONNX Runtime on {len(CHECK_SHAPES)} input sizes against PyTorch: a difference over {TOLERANCE:g} is "
         "an error, and the file is not written.",
-    )
+    ),
+}
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
+    parsers = add_task_parsers(sub, name, help, DESCRIPTION, ACTIONS)
+    add_training_arguments(parsers["train"], SegmentConfig, ("digit_scenes_segment", "ade20k_semantic_fpn"),
+                           f"one of {', '.join(SEGMENTERS)}")  # fmt: skip
+    parsers["train"].set_defaults(run=run_train, unknown_hints=UNKNOWN_HINTS)
+    e = parsers["eval"]
+    add_eval_options(e, DATA_HELP, batches=False)  # images are scored one at a time, each at its own size
+    e.add_argument("--mode", choices=("whole", "slide"), help="inference: whole image or sliding window "
+                   "(default: as the checkpoint records)")  # fmt: skip
+    e.set_defaults(run=run_eval)
+    add_predict_options(parsers["predict"])
+    parsers["predict"].add_argument("--draw-background", action="store_true",
+                                    help="also colour the class named 'background'")  # fmt: skip
+    parsers["predict"].set_defaults(run=run_predict)
+    x = parsers["export"]
     add_export_options(x)
     x.set_defaults(run=run_export)
 

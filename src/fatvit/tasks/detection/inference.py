@@ -16,7 +16,7 @@ from torch import nn
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from ... import drawing
-from ...checkpoint import PathLike, apply_state_dict, read_task_checkpoint
+from ...checkpoint import PathLike, load_task_model
 from ...data import ResumableSampler, SeededDataset, load_rgb, make_loader
 from ...engine.setup import resolve_amp
 from ...errors import FatvitError
@@ -33,17 +33,18 @@ def load_detector(path: PathLike, use_ema: bool = False) -> Tuple[nn.Module, Dic
     Raises:
         FatvitError: an unreadable file, or one that holds no fatvit detector.
     """
-    state_dict, meta = read_task_checkpoint(path, "detect", "detector", use_ema)
-    model = build_detector(
-        meta["model"], num_classes=int(meta["num_classes"]), min_size=int(meta["min_size"]),
-        max_size=int(meta["max_size"]), detections_per_img=int(meta.get("detections_per_img", 100)),
-        score_thresh=float(meta.get("score_thresh", 0.05)),
-        # files from before fatvit followed mmdet record neither: torchvision's RoIAlign and P7, as trained
-        aligned_roi=bool(meta.get("aligned_roi", False)), p7_relu=bool(meta.get("p7_relu", True)),
-        **dict(meta.get("model_kwargs", {})),
-    )  # fmt: skip
-    apply_state_dict(model, state_dict, path, meta=meta)
-    return model.eval(), meta
+
+    def build(meta: Dict[str, Any]) -> nn.Module:
+        return build_detector(
+            meta["model"], num_classes=int(meta["num_classes"]), min_size=int(meta["min_size"]),
+            max_size=int(meta["max_size"]), detections_per_img=int(meta.get("detections_per_img", 100)),
+            score_thresh=float(meta.get("score_thresh", 0.05)),
+            # files from before fatvit followed mmdet record neither: torchvision's RoIAlign and P7, as trained
+            aligned_roi=bool(meta.get("aligned_roi", False)), p7_relu=bool(meta.get("p7_relu", True)),
+            **dict(meta.get("model_kwargs", {})),
+        )  # fmt: skip
+
+    return load_task_model(path, "detect", "detector", build, use_ema)
 
 
 def evaluate_checkpoint(

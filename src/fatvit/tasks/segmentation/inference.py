@@ -12,7 +12,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 from torchvision.utils import draw_segmentation_masks
 
 from ... import drawing
-from ...checkpoint import PathLike, apply_state_dict, read_task_checkpoint
+from ...checkpoint import PathLike, load_task_model
 from ...data import ResumableSampler, SeededDataset, load_rgb, make_loader
 from ...engine.setup import resolve_amp
 from ...errors import FatvitError
@@ -30,10 +30,13 @@ def load_segmenter(path: PathLike, use_ema: bool = False) -> Tuple[nn.Module, Di
     Raises:
         FatvitError: an unreadable file, or one that holds no fatvit segmenter.
     """
-    state_dict, meta = read_task_checkpoint(path, "segment", "segmenter", use_ema)
-    model = build_segmenter(meta["model"], num_classes=int(meta["num_classes"]), **dict(meta.get("model_kwargs", {})))
-    apply_state_dict(model, state_dict, path, meta=meta)
-    return model.eval(), meta
+
+    def build(meta: Dict[str, Any]) -> nn.Module:
+        return build_segmenter(
+            meta["model"], num_classes=int(meta["num_classes"]), **dict(meta.get("model_kwargs", {}))
+        )
+
+    return load_task_model(path, "segment", "segmenter", build, use_ema)
 
 
 def evaluate_checkpoint(
