@@ -365,11 +365,13 @@ def read_task_checkpoint(
 
 
 def load_task_model(
-    path: PathLike, task: str, what: str, build: Callable[[Dict[str, Any]], nn.Module], use_ema: bool = False
-) -> Tuple[nn.Module, Dict[str, Any]]:
+    path: PathLike, task: str, what: str, build: Callable[[Dict[str, Any]], nn.Module], use_ema: bool = False,
+    adjust: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None,
+) -> Tuple[nn.Module, Dict[str, Any]]:  # fmt: skip
     """The model a fatvit file of ``task`` records, built by ``build(record)`` and its weights loaded, in eval mode
-    on the CPU; and the record (see :func:`read_task_checkpoint`)."""
+    on the CPU; and the record (see :func:`read_task_checkpoint`), first changed by ``adjust`` if given."""
     state_dict, meta = read_task_checkpoint(path, task, what, use_ema)
+    meta = adjust(meta) if adjust is not None else meta
     model = build(meta)
     apply_state_dict(model, state_dict, path, meta=meta)
     return model.eval(), meta

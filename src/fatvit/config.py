@@ -36,6 +36,8 @@ __all__ = [
     "recipe_files",
     "recipe_names",
     "recipe_values",
+    "parse_settings",
+    "apply_settings",
     "AMP_MODES",
 ]
 
@@ -415,6 +417,30 @@ def load_config(
     if before is not None and after is not None and before[0] != after[0]:
         cfg.notes = (f"{after[0]}={after[1]} given: the recipe's {before[0]}={before[1]} is not used",)
     return cfg
+
+
+def parse_settings(overrides: Sequence[str], keys: Sequence[str], cls: type, verb: str) -> Dict[str, Any]:
+    """The ``key=value`` overrides (``--set``) of a verb that runs a trained model, for the config keys ``keys``
+    of ``cls`` (YAML values, checked once the file's record is read: :func:`apply_settings`).
+
+    Raises:
+        FatvitError: a key that is not one of ``keys`` (an unknown one with the closest name suggested).
+    """
+    given = apply_overrides({}, overrides, cls=cls)
+    for key in given:
+        if key not in keys:
+            raise FatvitError(f"config key {key!r} does not apply to {verb} (it takes {', '.join(keys)})")
+    return given
+
+
+def apply_settings(record: Mapping[str, Any], settings: Mapping[str, Any], cls: type,
+                   keys: Sequence[str]) -> Dict[str, Any]:  # fmt: skip
+    """A file's ``record`` with ``settings`` (of :func:`parse_settings`) over it, typed and checked as ``cls``
+    checks a config, with the record's other ``keys`` (a crop size checked against a stride, say)."""
+    if not settings:
+        return dict(record)
+    cfg = make_config({**{k: record[k] for k in keys if k in record}, **settings}, cls)
+    return {**record, **{k: getattr(cfg, k) for k in settings}}
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:

@@ -617,3 +617,52 @@ def test_files_and_runs_from_before_the_mmdet_settings_keep_what_they_did(detect
     assert (cfg.filter_empty_gt, cfg.min_image_side, cfg.group_by_aspect_ratio) == (False, 0, False)
     assert (cfg.box_loss, cfg.rpn_post_nms_train, cfg.aligned_roi, cfg.p7_relu) == ("smooth_l1", 2000, False, True)
     assert resumed.model.backbone.fpn.extra_blocks.relu is True and len(resumed.opt.optimizer.param_groups) == 2
+
+
+def test_dense_eval_and_predict_change_the_recorded_settings_with_set(detect_run, scenes, tmp_path, capsys):
+    """--set KEY=VALUE on detect and segment eval/predict changes what the file records (checked as the config
+    checks it); keys that are no such setting are one-line errors."""
+    from fatvit.cli import main
+    from fatvit.tasks.detection.inference import load_detector
+
+    ckpt = str(detect_run / "last.pth")
+    model, meta = load_detector(ckpt, settings={"score_thresh": 0.9, "max_size": 96})
+    assert (meta["score_thresh"], meta["max_size"], meta["min_size"]) == (0.9, 96, 64)
+    assert model.score_thresh == 0.9 and model.transform.max_size == 96
+    images = [str(p) for p in sorted((scenes / "coco" / "val").iterdir())]
+    argv = ["detect", "predict", *images, "--checkpoint", ckpt, "--output", str(tmp_path / "d"), "--json",
+            "--score-threshold", "0", "--set", "score_thresh=0.99"]  # fmt: skip
+    assert main(argv) == 0
+    scores = [d["score"] for r in json.loads(capsys.readouterr().out) for d in r["detections"]]
+    assert all(s >= 0.99 for s in scores)  # the detector itself drops what scores less
+    for args, message in [
+        (["detect", "eval", "--checkpoint", ckpt, "--set", "lr=1"],
+         "config key 'lr' does not apply to detect eval (it takes min_size, max_size, detections_per_img, "
+         "score_thresh)"),
+        (["detect", "eval", "--checkpoint", ckpt, "--set", "max_size=32"], "'max_size' must be at least min_size (64)"),
+        (["detect", "predict", *images, "--checkpoint", ckpt, "--output", str(tmp_path / "e"), "--set", "crop_size=3"],
+         "config key 'crop_size' is one of task 'segment', not of 'detect'"),
+    ]:  # fmt: skip
+        assert message in cli_error(capsys, args), args
+    assert not (tmp_path / "e").exists()
+
+
+def test_segment_eval_set_test_mode_is_the_mode_flag(scenes, tmp_path, capsys):
+    from fatvit.cli import main
+
+    run = tmp_path / "seg"
+    assert main(["segment", "train", "--data", str(scenes / "ade"), "--iterations", "1", "--output", str(run),
+                 *set_args(SEGMENT_FAST)]) == 0  # fmt: skip
+    base = ["segment", "eval", "--checkpoint", str(run / "last.pth"), "--data", str(scenes / "ade"), "--json"]
+    capsys.readouterr()
+    results = []
+    for extra in (
+        ["--mode", "slide", "--set", "test_stride=16"],
+        ["--set", "test_mode=slide", "--set", "test_stride=16"],
+    ):
+        assert main([*base, *extra]) == 0
+        result = json.loads(capsys.readouterr().out)
+        results.append({k: v for k, v in result.items() if k != "images_per_s"})
+    assert results[0] == results[1]
+    message = "'test_stride' must be in 1..crop_size (64)"
+    assert message in cli_error(capsys, [*base, "--set", "test_stride=65"])

@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 from ..config import AMP_MODES, DEFAULT_WORKERS
 from ..errors import FatvitError
 from ..files import check_output_dir, prepare_output_dir
-from .format import non_negative_int, positive_int
+from .format import add_set_option, non_negative_int, positive_int
 
 
 def add_actions(p: argparse.ArgumentParser) -> argparse._SubParsersAction:
@@ -26,7 +26,12 @@ def add_task_parsers(sub: argparse._SubParsersAction, name: str, help: str, desc
     return {action: sub_actions.add_parser(action, help=h, description=d) for action, (h, d) in actions.items()}
 
 
-def add_eval_options(p: argparse.ArgumentParser, data_help: str, batches: bool = True) -> None:
+def add_settings_option(p: argparse.ArgumentParser, settings: Sequence[str]) -> None:
+    """``--set KEY=VALUE`` for the ``settings`` a task's file records (its model's inference settings)."""
+    add_set_option(p, f"change a setting the file records ({', '.join(settings)}); YAML value; repeatable")
+
+
+def add_eval_options(p: argparse.ArgumentParser, data_help: str, settings: Sequence[str], batches: bool = True) -> None:
     """The options of an ``eval`` sub-verb; ``batches``: it takes --batch-size."""
     p.add_argument("--checkpoint", required=True, help="a checkpoint or model.safetensors of a training run")
     p.add_argument("--data", help=data_help)
@@ -40,6 +45,7 @@ def add_eval_options(p: argparse.ArgumentParser, data_help: str, batches: bool =
     amp = ("mixed precision, as the training config's amp: none (default, float32), bf16, fp16, or auto "
            "(CUDA: bf16 where supported, else fp16; CPU: none)")  # fmt: skip
     p.add_argument("--amp", choices=AMP_MODES, default="none", help=amp)
+    add_settings_option(p, settings)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
 
@@ -70,13 +76,14 @@ def checked_file(output: Path) -> Iterator[Path]:
         partial.unlink(missing_ok=True)
 
 
-def add_predict_options(p: argparse.ArgumentParser) -> None:
+def add_predict_options(p: argparse.ArgumentParser, settings: Sequence[str]) -> None:
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and folders")
     p.add_argument("--checkpoint", required=True, help="a checkpoint or model.safetensors of a training run")
     p.add_argument("--output", required=True, metavar="DIR", help="folder for the drawn images (<name>.png)")
     p.add_argument("--overwrite", action="store_true", help="replace drawn images already in --output")
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--ema", action="store_true", help="use the EMA weights of a training checkpoint")
+    add_settings_option(p, settings)
     p.add_argument("--json", action="store_true", help="print one JSON record per image")
 
 

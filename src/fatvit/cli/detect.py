@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any, Dict
 
 from ..catalog import DETECTORS
+from ..config import parse_settings
 from ..errors import FatvitError
-from ..tasks.detection.config import DetectConfig
+from ..tasks.detection.config import SETTINGS, DetectConfig
 from .dense import (
     add_eval_options,
     add_export_options,
@@ -82,9 +83,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
                            f"one of {', '.join(DETECTORS)}",
                            "coco_retinanet_1x, or coco_mask_rcnn_1x for a mask_rcnn model,")  # fmt: skip
     parsers["train"].set_defaults(run=run_train, unknown_hints=UNKNOWN_HINTS)
-    add_eval_options(parsers["eval"], DATA_HELP)
+    add_eval_options(parsers["eval"], DATA_HELP, SETTINGS)
     parsers["eval"].set_defaults(run=run_eval)
-    add_predict_options(parsers["predict"])
+    add_predict_options(parsers["predict"], SETTINGS)
     parsers["predict"].add_argument("--score-threshold", type=float, default=0.5, metavar="SCORE",
                                     help="draw and list the detections scoring at least this, in [0, 1] (default: "
                                     "0.5)")  # fmt: skip
@@ -114,9 +115,18 @@ def run_train(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from ..tasks.detection.inference import evaluate_checkpoint
 
+    settings = parse_settings(args.overrides, SETTINGS, DetectConfig, "detect eval")
     device = check_device(args.device)
     metrics, text = evaluate_checkpoint(
-        args.checkpoint, args.data, args.split, args.batch_size, workers_of(args), device, args.ema, args.amp
+        args.checkpoint,
+        args.data,
+        args.split,
+        args.batch_size,
+        workers_of(args),
+        device,
+        args.ema,
+        args.amp,
+        settings,
     )
     if args.json:
         print(json.dumps({k: (None if v != v else v) for k, v in metrics.items()}, indent=2))
@@ -137,9 +147,10 @@ def run_predict(args: argparse.Namespace) -> int:
 
     if not 0 <= args.score_threshold <= 1:
         raise FatvitError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
+    settings = parse_settings(args.overrides, SETTINGS, DetectConfig, "detect predict")
     device = check_device(args.device)
     output_paths(args.inputs, args.output, args.overwrite)  # refused before the model is loaded
-    model, meta = load_detector(args.checkpoint, args.ema)
+    model, meta = load_detector(args.checkpoint, args.ema, settings)
     classes, offset, threshold = meta["classes"], model.label_offset, args.score_threshold
 
     def predict(path: Path, image: Any, drawn: Path) -> Dict[str, Any]:

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any, Dict
 
 from ..catalog import SEGMENTERS
+from ..config import parse_settings
 from ..errors import FatvitError
-from ..tasks.segmentation.config import SegmentConfig
+from ..tasks.segmentation.config import SETTINGS, SegmentConfig
 from .dense import (
     add_eval_options,
     add_export_options,
@@ -83,11 +84,11 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
                            f"one of {', '.join(SEGMENTERS)}")  # fmt: skip
     parsers["train"].set_defaults(run=run_train, unknown_hints=UNKNOWN_HINTS)
     e = parsers["eval"]
-    add_eval_options(e, DATA_HELP, batches=False)  # images are scored one at a time, each at its own size
+    add_eval_options(e, DATA_HELP, SETTINGS, batches=False)  # images are scored one at a time, each at its own size
     e.add_argument("--mode", choices=("whole", "slide"), help="inference: whole image or sliding window "
                    "(default: as the checkpoint records)")  # fmt: skip
     e.set_defaults(run=run_eval)
-    add_predict_options(parsers["predict"])
+    add_predict_options(parsers["predict"], SETTINGS)
     parsers["predict"].add_argument("--draw-background", action="store_true",
                                     help="also colour the class named 'background'")  # fmt: skip
     parsers["predict"].set_defaults(run=run_predict)
@@ -108,9 +109,10 @@ def run_train(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from ..tasks.segmentation.inference import evaluate_checkpoint
 
+    settings = parse_settings(args.overrides, SETTINGS, SegmentConfig, "segment eval")
     device = check_device(args.device)
     result = evaluate_checkpoint(
-        args.checkpoint, args.data, args.split, workers_of(args), device, args.ema, args.mode, args.amp
+        args.checkpoint, args.data, args.split, workers_of(args), device, args.ema, args.mode, args.amp, settings
     )
     classes = result.pop("classes")
     if args.json:
@@ -136,9 +138,10 @@ def _pct(value: float) -> str:
 def run_predict(args: argparse.Namespace) -> int:
     from ..tasks.segmentation.inference import draw_classes, load_segmenter, segment_image
 
+    settings = parse_settings(args.overrides, SETTINGS, SegmentConfig, "segment predict")
     device = check_device(args.device)
     output_paths(args.inputs, args.output, args.overwrite)  # refused before the model is loaded
-    model, meta = load_segmenter(args.checkpoint, args.ema)
+    model, meta = load_segmenter(args.checkpoint, args.ema, settings)
     classes = list(meta.get("classes") or [f"class_{i}" for i in range(int(meta["num_classes"]))])
     skip = [] if args.draw_background else [i for i, c in enumerate(classes) if c == "background"]
 

@@ -7,7 +7,10 @@ from typing import Any, ClassVar, Dict, List, Optional
 
 from ...config import DenseConfig
 
-__all__ = ["DetectConfig", "BOX_LOSSES"]
+__all__ = ["DetectConfig", "BOX_LOSSES", "SETTINGS"]
+
+#: What a detector's file records that ``detect eval`` and ``detect predict`` may change (``--set KEY=VALUE``).
+SETTINGS = ("min_size", "max_size", "detections_per_img", "score_thresh")
 
 #: Mask R-CNN's box regression losses (``box_loss``).
 BOX_LOSSES = ("l1", "smooth_l1")

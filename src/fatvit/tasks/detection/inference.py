@@ -17,9 +17,11 @@ from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from ... import drawing
 from ...checkpoint import PathLike, load_task_model
+from ...config import apply_settings
 from ...data import ResumableSampler, SeededDataset, load_rgb, make_loader
 from ...engine.setup import resolve_amp
 from ...errors import FatvitError
+from .config import SETTINGS, DetectConfig
 from .data import CocoDetection, collate_detection, detection_transform
 from .models import build_detector
 from .task import coco_split, data_root, evaluate_detector
@@ -27,7 +29,9 @@ from .task import coco_split, data_root, evaluate_detector
 __all__ = ["load_detector", "evaluate_checkpoint", "detect_images", "draw_detections"]
 
 
-def load_detector(path: PathLike, use_ema: bool = False) -> Tuple[nn.Module, Dict[str, Any]]:
+def load_detector(
+    path: PathLike, use_ema: bool = False, settings: Optional[Dict[str, Any]] = None
+) -> Tuple[nn.Module, Dict[str, Any]]:
     """The detector a fatvit detection file records, weights loaded, in eval mode on the CPU; and its record.
 
     Raises:
@@ -44,7 +48,10 @@ def load_detector(path: PathLike, use_ema: bool = False) -> Tuple[nn.Module, Dic
             **dict(meta.get("model_kwargs", {})),
         )  # fmt: skip
 
-    return load_task_model(path, "detect", "detector", build, use_ema)
+    def adjust(meta: Dict[str, Any]) -> Dict[str, Any]:
+        return apply_settings(meta, settings or {}, DetectConfig, SETTINGS)
+
+    return load_task_model(path, "detect", "detector", build, use_ema, adjust)
 
 
 def evaluate_checkpoint(
@@ -56,6 +63,7 @@ def evaluate_checkpoint(
     device: str = "cpu",
     use_ema: bool = False,
     amp: str = "none",
+    settings: Optional[Dict[str, Any]] = None,
 ) -> Tuple[Dict[str, Any], str]:
     """COCO AP of the detector in ``path`` on a split of ``data`` (default: the embedded scenes), and
     COCOeval's tables as text. ``amp`` as a training config's (none: float32): the backbone and neck run in
@@ -64,7 +72,7 @@ def evaluate_checkpoint(
     Raises:
         FatvitError: the data's categories (ids or names) are not the ones the detector was trained on.
     """
-    model, meta = load_detector(path, use_ema)
+    model, meta = load_detector(path, use_ema, settings)
     images, annotations = coco_split(data_root(data), split)
     dataset = CocoDetection(images, annotations, train=False)  # COCOeval reads the masks from the file
     if [int(c) for c in meta.get("category_ids", dataset.cat_ids)] != dataset.cat_ids:

@@ -7,7 +7,10 @@ from typing import Any, ClassVar, Dict, List, Optional
 
 from ...config import DenseConfig
 
-__all__ = ["SegmentConfig"]
+__all__ = ["SegmentConfig", "SETTINGS"]
+
+#: What a segmenter's file records that ``segment eval`` and ``segment predict`` may change (``--set KEY=VALUE``).
+SETTINGS = ("scale", "crop_size", "test_mode", "test_stride")
 
 
 @dataclass

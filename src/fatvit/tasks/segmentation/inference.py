@@ -13,9 +13,11 @@ from torchvision.utils import draw_segmentation_masks
 
 from ... import drawing
 from ...checkpoint import PathLike, load_task_model
+from ...config import apply_settings
 from ...data import ResumableSampler, SeededDataset, load_rgb, make_loader
 from ...engine.setup import resolve_amp
 from ...errors import FatvitError
+from .config import SETTINGS, SegmentConfig
 from .data import ADE20KSegmentation, SegmentationEvalTransform, collate_segmentation
 from .metrics import predict_logits, upsample_to
 from .models import build_segmenter
@@ -24,7 +26,9 @@ from .task import data_root, evaluate_segmenter, resolve_classes
 __all__ = ["load_segmenter", "evaluate_checkpoint", "segment_image", "draw_classes"]
 
 
-def load_segmenter(path: PathLike, use_ema: bool = False) -> Tuple[nn.Module, Dict[str, Any]]:
+def load_segmenter(
+    path: PathLike, use_ema: bool = False, settings: Optional[Dict[str, Any]] = None
+) -> Tuple[nn.Module, Dict[str, Any]]:
     """The segmenter a fatvit segmentation file records, weights loaded, in eval mode on the CPU; and its record.
 
     Raises:
@@ -36,7 +40,10 @@ def load_segmenter(path: PathLike, use_ema: bool = False) -> Tuple[nn.Module, Di
             meta["model"], num_classes=int(meta["num_classes"]), **dict(meta.get("model_kwargs", {}))
         )
 
-    return load_task_model(path, "segment", "segmenter", build, use_ema)
+    def adjust(meta: Dict[str, Any]) -> Dict[str, Any]:
+        return apply_settings(meta, settings or {}, SegmentConfig, SETTINGS)
+
+    return load_task_model(path, "segment", "segmenter", build, use_ema, adjust)
 
 
 def evaluate_checkpoint(
@@ -48,6 +55,7 @@ def evaluate_checkpoint(
     use_ema: bool = False,
     mode: Optional[str] = None,
     amp: str = "none",
+    settings: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """mIoU, mAcc, aAcc and per-class IoU of the segmenter in ``path`` on a split of ``data`` (default: the
     embedded scenes), preprocessed as the file records; ``mode`` (whole or slide) overrides the recorded one;
@@ -56,7 +64,7 @@ def evaluate_checkpoint(
     Raises:
         FatvitError: the data set's classes are not the ones the segmenter was trained on.
     """
-    model, meta = load_segmenter(path, use_ema)
+    model, meta = load_segmenter(path, use_ema, settings)
     root = data_root(data)
     classes = resolve_classes(root, int(meta["num_classes"]))
     if meta.get("classes") and root.joinpath("classes.txt").is_file() and classes != list(meta["classes"]):
