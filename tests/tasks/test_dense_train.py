@@ -431,7 +431,8 @@ def test_bf16_training_evaluates_in_float32_boxes_as_detect_eval_does(detect_run
     for key, value in summary["final_metrics"].items():
         assert result[key] == pytest.approx(value, abs=1e-9), key
     from fatvit.models.backbone import features_autocast
-    from fatvit.tasks.detection.inference import detect_images, load_detector
+    from fatvit.tasks.detection.inference import load_detector
+    from fatvit.tasks.detection.predict import detect_images
 
     model, _ = load_detector(run / "last.pth")
     image = sorted((scenes / "coco" / "val").iterdir())[0]

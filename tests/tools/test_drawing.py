@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 
 from fatvit.drawing import MIN_SIDE, add_legend, label_font, palette, place_labels, to_tensor, upscale
-from fatvit.tasks.detection.inference import draw_detections
-from fatvit.tasks.segmentation.inference import draw_classes
+from fatvit.tasks.detection.predict import draw_detections
+from fatvit.tasks.segmentation.predict import draw_classes
 
 CLASSES = [str(d) for d in range(10)]
 

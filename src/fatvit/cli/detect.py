@@ -143,7 +143,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from torchvision.transforms.v2.functional import pil_to_tensor
 
     from ..errors import FatvitError
-    from ..tasks.detection.inference import detect_images, draw_detections, load_detector
+    from ..tasks.detection.inference import load_detector
+    from ..tasks.detection.predict import detect_images, draw_detections
 
     if not 0 <= args.score_threshold <= 1:
         raise FatvitError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")

@@ -136,7 +136,8 @@ def _pct(value: float) -> str:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from ..tasks.segmentation.inference import draw_classes, load_segmenter, segment_image
+    from ..tasks.segmentation.inference import load_segmenter
+    from ..tasks.segmentation.predict import draw_classes, segment_image
 
     settings = parse_settings(args.overrides, SETTINGS, SegmentConfig, "segment predict")
     device = check_device(args.device)

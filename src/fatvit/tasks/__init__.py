@@ -9,7 +9,7 @@ Each task is a package here with the same files, where they apply:
 * ``models.py``: its model builders (the dense tasks; classification uses :mod:`fatvit.models`);
 * ``metrics.py``: its evaluation;
 * ``inference.py``: a trained model read back from a file, with its preprocessing and classes;
-* ``predict.py`` (classification) or ``inference.py``'s predict functions: predictions for image files.
+* ``predict.py``: predictions for image files (and, for the dense tasks, the images drawn with them).
 
 A task package may import the layers below it (:mod:`fatvit.layers`, :mod:`fatvit.models`, the shared
 modules such as :mod:`fatvit.data`, :mod:`fatvit.config`, :mod:`fatvit.checkpoint`) and :mod:`fatvit.tasks.base`;

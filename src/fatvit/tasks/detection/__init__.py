@@ -2,5 +2,6 @@
 
 ``config`` (:class:`DetectConfig`, the 1x recipe), ``data`` (COCO reader and transforms), ``models`` (the
 detectors), ``rcnn`` (Mask R-CNN's mmdet-style heads), ``task`` (the engine's Task), ``metrics`` (COCO AP),
-``inference`` (a trained detector read back from a file; evaluation and predictions), ``export`` (ONNX).
+``inference`` (a trained detector read back from a file, evaluated), ``predict`` (detections for image files,
+drawn), ``export`` (ONNX).
 """

@@ -1,4 +1,4 @@
-"""A trained detector read back from its file: evaluation on a COCO split, and drawn predictions.
+"""A trained detector read back from its file, and its evaluation on a COCO split (drawn predictions: predict.py).
 
 The file's record (written by training: model, arguments, classes, category
 ids, image sizes) says how to rebuild the detector; its weights are then
@@ -7,18 +7,14 @@ loaded strictly.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
-from PIL import Image
 from torch import nn
-from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-from ... import drawing
 from ...checkpoint import PathLike, load_task_model
 from ...config import apply_settings
-from ...data import ResumableSampler, SeededDataset, load_rgb, make_loader
+from ...data import ResumableSampler, SeededDataset, make_loader
 from ...engine.setup import resolve_amp
 from ...errors import FatvitError
 from .config import SETTINGS, DetectConfig
@@ -26,7 +22,7 @@ from .data import CocoDetection, collate_detection, detection_transform
 from .models import build_detector
 from .task import coco_split, data_root, evaluate_detector
 
-__all__ = ["load_detector", "evaluate_checkpoint", "detect_images", "draw_detections"]
+__all__ = ["load_detector", "evaluate_checkpoint"]
 
 
 def load_detector(
@@ -99,49 +95,3 @@ def evaluate_checkpoint(
         collate_fn=collate_detection,
     )  # fmt: skip
     return evaluate_detector(model, loader, dataset.coco, dataset.cat_ids, dev, resolve_amp(amp, dev))
-
-
-@torch.no_grad()
-def detect_images(model: nn.Module, images: Sequence[Path | Image.Image], device: str = "cpu") -> List[Dict[str, Any]]:
-    """The detector's raw outputs for each image (a file, or an RGB PIL image): boxes, labels with the model's
-    offset, scores, masks."""
-    dev = torch.device(device)
-    model.to(dev).eval()
-    to_tensor = detection_transform(False)
-    outputs = []
-    for item in images:
-        image = to_tensor(load_rgb(str(item)) if isinstance(item, (str, Path)) else item, {})[0]
-        (out,) = model([image.to(dev)])
-        outputs.append({k: v.cpu() for k, v in out.items()})
-    return outputs
-
-
-def draw_detections(
-    image: torch.Tensor, output: Dict[str, torch.Tensor], classes: Sequence[str], label_offset: int,
-    score_threshold: float = 0.5, min_side: int = drawing.MIN_SIDE,
-) -> torch.Tensor:  # fmt: skip
-    """``image`` (uint8, 3xHxW) with the detections scoring at least ``score_threshold`` drawn, enlarged to at
-    least ``min_side`` pixels on its shorter side: masks and boxes in their class's colour (torchvision's
-    drawing utilities), "class score" tags that do not overlap (highest scores first; see
-    :func:`fatvit.drawing.place_labels`), and a legend of the classes found with their counts."""
-    keep = output["scores"] >= score_threshold
-    order = torch.argsort(output["scores"][keep], descending=True)
-    boxes, scores = output["boxes"][keep][order], output["scores"][keep][order]
-    found = [int(lab) - label_offset for lab in output["labels"][keep][order]]
-    colours = drawing.palette(len(classes))
-    canvas, factor = drawing.upscale(image, min_side)
-    if "masks" in output and found:
-        masks = drawing.scale_masks(output["masks"][keep][order][:, 0] > 0.5, factor)
-        canvas = draw_segmentation_masks(canvas, masks, alpha=0.45, colors=[colours[c] for c in found])
-    boxes = drawing.scale_boxes(boxes, factor)
-    if found:
-        width = max(2, round(min(canvas.shape[-2:]) / 200))
-        canvas = draw_bounding_boxes(canvas, boxes, colors=[colours[c] for c in found], width=width)
-    picture = drawing.to_pil(canvas)
-    font = drawing.label_font(picture.height)
-    drawing.place_labels(picture, boxes.tolist(), [f"{classes[c]} {s:.2f}" for c, s in zip(found, scores)],
-                         [colours[c] for c in found], font)  # fmt: skip
-    counts = {c: found.count(c) for c in sorted(set(found))}
-    rows = [(colours[c], f"{classes[c]}: {n} found") for c, n in counts.items()] or [((200, 200, 200), "none")]
-    picture = drawing.add_legend(picture, rows, font, title=f"score >= {score_threshold:g}")
-    return drawing.to_tensor(picture)

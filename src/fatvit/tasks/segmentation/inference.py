@@ -1,29 +1,23 @@
-"""A trained segmenter read back from its file: evaluation on a split, and drawn class maps."""
+"""A trained segmenter read back from its file, and its evaluation on a split (drawn class maps: predict.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
-from PIL import Image
 from torch import nn
-from torchvision.transforms.v2.functional import pil_to_tensor
-from torchvision.utils import draw_segmentation_masks
 
-from ... import drawing
 from ...checkpoint import PathLike, load_task_model
 from ...config import apply_settings
-from ...data import ResumableSampler, SeededDataset, load_rgb, make_loader
+from ...data import ResumableSampler, SeededDataset, make_loader
 from ...engine.setup import resolve_amp
 from ...errors import FatvitError
 from .config import SETTINGS, SegmentConfig
 from .data import ADE20KSegmentation, SegmentationEvalTransform, collate_segmentation
-from .metrics import predict_logits, upsample_to
 from .models import build_segmenter
 from .task import data_root, evaluate_segmenter, resolve_classes
 
-__all__ = ["load_segmenter", "evaluate_checkpoint", "segment_image", "draw_classes"]
+__all__ = ["load_segmenter", "evaluate_checkpoint"]
 
 
 def load_segmenter(
@@ -81,49 +75,3 @@ def evaluate_checkpoint(
     )  # fmt: skip
     result["classes"] = classes
     return result
-
-
-@torch.no_grad()
-def segment_image(model: nn.Module, meta: Dict[str, Any], image: Path | Image.Image, device: str = "cpu") -> Any:
-    """The image (uint8, 3xHxW; a file, or an RGB PIL image) and its predicted class map (HxW) at its own size."""
-    image = load_rgb(str(image)) if isinstance(image, (str, Path)) else image
-    transform = SegmentationEvalTransform(meta["scale"], meta["mean"], meta["std"])
-    x, _ = transform(image, None)
-    dev = torch.device(device)
-    model.to(dev).eval()
-    logits = predict_logits(model, x[None].to(dev), int(meta["num_classes"]), meta.get("test_mode", "whole"),
-                            int(meta.get("crop_size", 512)), int(meta.get("test_stride", 341)))  # fmt: skip
-    pixels = pil_to_tensor(image)
-    return pixels, upsample_to(logits.float(), list(pixels.shape[-2:])).argmax(1)[0].cpu()
-
-
-def draw_classes(
-    image: torch.Tensor, classes_map: torch.Tensor, classes: Sequence[str], skip: Sequence[int] = (),
-    min_side: int = drawing.MIN_SIDE,
-) -> torch.Tensor:  # fmt: skip
-    """``image`` (uint8, 3xHxW) with each predicted class overlaid in its own colour (torchvision's
-    draw_segmentation_masks), enlarged to at least ``min_side`` pixels on its shorter side, and a legend of
-    the classes present with their share of the pixels, largest first. Classes in ``skip`` (the background)
-    are left undrawn and named as such in the legend."""
-    ids, counts = torch.unique(classes_map, return_counts=True)
-    share = {int(c): int(n) / classes_map.numel() for c, n in zip(ids, counts)}
-    present = sorted(share, key=lambda c: -share[c])
-    drawn = [c for c in present if c not in skip]
-    colours = drawing.palette(len(classes))
-    canvas, factor = drawing.upscale(image, min_side)
-    if drawn:
-        masks = drawing.scale_masks(torch.stack([classes_map == c for c in drawn]), factor)
-        canvas = draw_segmentation_masks(canvas, masks, alpha=0.5, colors=[colours[c] for c in drawn])
-    picture = drawing.to_pil(canvas)
-
-    def pct(c: int) -> str:
-        return f"{100 * share[c]:.1f}%" if share[c] >= 0.001 else "<0.1%"
-
-    rows = [
-        ((255, 255, 255), f"{classes[c]}: {pct(c)} (not drawn)")
-        if c in skip
-        else (colours[c], f"{classes[c]}: {pct(c)}")
-        for c in present
-    ]
-    picture = drawing.add_legend(picture, rows, drawing.label_font(picture.height), title="pixels")
-    return drawing.to_tensor(picture)
