@@ -110,7 +110,7 @@ def predict(
     """Top-``topk`` classes with probabilities for every readable image in ``inputs``.
 
     Args:
-        model: a :class:`~fatvit.inference.Classifier` or the path of a checkpoint that records its
+        model: a :class:`~fatvit.tasks.classification.inference.Classifier` or the path of a checkpoint that records its
             classes (a fatvit checkpoint or ``.safetensors`` export).
         inputs: image files and folders (searched recursively).
         topk: how many classes per image (at most the number of classes).

@@ -5,7 +5,7 @@
   (3 scales x 3 ratios per level, sizes 32 to 512).
 - Mask R-CNN: C2-C5, FPN at 256 channels with P6 by max pooling, torchvision's
   RPN, box and mask heads run as mmdet's 1x runs them (aligned RoIAlign, L1
-  box losses, 1000 proposals in training: :mod:`fatvit.detection.rcnn`);
+  box losses, 1000 proposals in training: :mod:`fatvit.tasks.detection.rcnn`);
   ``num_classes`` objects plus the background.
 
 ``num_classes`` counts object classes (80 for COCO). A detector predicts
