@@ -238,3 +238,27 @@ def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
             m.weight.data.copy_(torch.randn(n, generator=g) * 0.5 + 1)
             m.bias.data.copy_(torch.randn(n, generator=g) * 0.5)
     return model
+
+
+def logged_steps(path: Path) -> list:
+    """(step, loss, lr) of each row of a run's ``steps.csv``."""
+    import csv
+
+    with open(path) as f:
+        return [(int(r["step"]), r["loss"], r["lr"]) for r in csv.DictReader(f)]
+
+
+def assert_resumed_as_uninterrupted(full, resumed) -> None:
+    """Two finished Trainers, one run straight and one stopped and resumed, ended alike: the same steps logged,
+    the same weights and EMA weights to the bit, the same epoch rows but their times (NaN equal to NaN)."""
+    assert logged_steps(resumed.folder / "steps.csv") == logged_steps(full.folder / "steps.csv")
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    if full.models.ema is not None:
+        for a, b in zip(full.models.ema.module.state_dict().values(), resumed.models.ema.module.state_dict().values()):
+            assert torch.equal(a, b)
+
+    def timeless(history: list) -> str:
+        return json.dumps([{k: v for k, v in r.items() if k != "train_seconds"} for r in history])
+
+    assert timeless(resumed.state.history) == timeless(full.state.history)

@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import assert_resumed_as_uninterrupted
 from fatvit.config import RunConfig
 from fatvit.data import Splits, collate_skipping
 from fatvit.engine import OutputNotEmptyError, Trainer, TrainingDivergedError
@@ -135,14 +136,7 @@ def test_a_fake_task_resumes_exactly(tmp_path):
     cfg, ckpt = resume_config(tmp_path / "part" / "last.pth", cls=FakeConfig)
     resumed = Trainer(cfg, task=FakeTask(cfg, start=len(ckpt["history"])), checkpoint=ckpt)
     assert resumed.fit()["finished"]
-    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
-        assert torch.equal(a, b)
-
-    def timeless(history: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-        return [{k: v for k, v in row.items() if k != "train_seconds"} for row in history]
-
-    assert timeless(resumed.state.history) == timeless(full.state.history)
-    assert rows(tmp_path / "part" / "steps.csv") == rows(tmp_path / "full" / "steps.csv")
+    assert_resumed_as_uninterrupted(full, resumed)
 
 
 def test_engine_errors_are_typed_and_name_no_flag(tmp_path):

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from conftest import FAST_RECIPE, make_image_folder
+from conftest import FAST_RECIPE, assert_resumed_as_uninterrupted, make_image_folder
 from fatvit.checkpoint import read_state_dict
 from fatvit.config import load_config
 from fatvit.engine import Trainer, create_optimizer
@@ -22,11 +22,6 @@ def _recipe(tmp_path, name, *extra):
 @pytest.fixture
 def folder(tmp_path):
     return make_image_folder(tmp_path / "data")
-
-
-def _steps(path):
-    with open(path) as f:
-        return [(int(r["step"]), r["loss"], r["lr"]) for r in csv.DictReader(f)]
 
 
 def test_paper_recipe_is_the_default():
@@ -91,17 +86,7 @@ def test_resume_is_exact(folder, tmp_path, stop_at):
     resumed = Trainer.resume(tmp_path / "split" / "last.pth")
     assert resumed.state.global_step == stop_at
     resumed.fit()
-
-    assert _steps(tmp_path / "split" / "steps.csv") == _steps(tmp_path / "full" / "steps.csv")
-    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
-        assert torch.equal(a, b), name
-    for a, b in zip(full.models.ema.module.state_dict().values(), resumed.models.ema.module.state_dict().values()):
-        assert torch.equal(a, b)
-
-    def timeless(history):
-        return [{k: v for k, v in r.items() if k != "train_seconds"} for r in history]
-
-    assert timeless(resumed.state.history) == timeless(full.state.history)
+    assert_resumed_as_uninterrupted(full, resumed)
 
 
 def test_global_batch_scales_the_learning_rates(folder, tmp_path):

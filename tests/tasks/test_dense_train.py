@@ -3,14 +3,13 @@ the commands, and their errors."""
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 
 import pytest
 import torch
 
-from conftest import TINY_MODEL_OVERRIDES, cli_error, set_args
+from conftest import TINY_MODEL_OVERRIDES, assert_resumed_as_uninterrupted, cli_error, logged_steps, set_args
 from fatvit.config import load_config
 from fatvit.engine import Trainer
 from fatvit.tasks.detection.config import DetectConfig
@@ -27,11 +26,6 @@ SEGMENT_FAST = [*TINY_MODEL_OVERRIDES, "scale=[64, 64]", "crop_size=64", "test_s
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
     return write_digit_scenes(tmp_path_factory.mktemp("scenes"), train=8, val=3, size=64)
-
-
-def _steps(path):
-    with open(path) as f:
-        return [(int(r["step"]), r["loss"], r["lr"]) for r in csv.DictReader(f)]
 
 
 @pytest.mark.parametrize(
@@ -54,16 +48,7 @@ def test_resume_is_exact(scenes, tmp_path, cls, fast, extra):
     resumed = Trainer.resume(tmp_path / "split" / "last.pth", task=cls.TASK)
     assert resumed.state.global_step == 5
     summary = resumed.fit()
-    assert _steps(tmp_path / "split" / "steps.csv") == _steps(tmp_path / "full" / "steps.csv")
-    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
-        assert torch.equal(a, b), name
-    for a, b in zip(full.models.ema.module.state_dict().values(), resumed.models.ema.module.state_dict().values()):
-        assert torch.equal(a, b)
-
-    def timeless(history):
-        return [{k: v for k, v in r.items() if k != "train_seconds"} for r in history]
-
-    assert json.dumps(timeless(resumed.state.history)) == json.dumps(timeless(full.state.history))  # NaN == NaN as text
+    assert_resumed_as_uninterrupted(full, resumed)
     assert summary["finished"] and summary["task"] == cls.TASK
     final = summary["final_metrics"]
     assert all(v is None or 0.0 <= v <= 1.0 for v in final.values())
@@ -344,7 +329,7 @@ def test_leftovers_of_a_killed_first_checkpoint_do_not_block_the_next_start(scen
     err = capsys.readouterr().err
     assert "holds only what a run stopped before its first checkpoint left (last.pth.tmp, steps.csv, tensorboard)" \
         in err  # fmt: skip
-    assert not (out / "last.pth.tmp").exists() and [r[0] for r in _steps(out / "steps.csv")] == [1]
+    assert not (out / "last.pth.tmp").exists() and [r[0] for r in logged_steps(out / "steps.csv")] == [1]
     (out / "last.pth.tmp").write_bytes(b"")  # killed while writing a later checkpoint
     assert main(["segment", "train", "--resume", str(out / "last.pth"), "--iterations", "2"]) == 0
     assert not (out / "last.pth.tmp").exists()
