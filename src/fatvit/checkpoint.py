@@ -40,7 +40,6 @@ from torch import nn
 
 from .errors import FatvitError
 from .files import atomic_write
-from .models.fat import FAT, interaction_record, recorded_interaction
 
 __all__ = [
     "CheckpointError",
@@ -55,6 +54,27 @@ __all__ = [
     "save_checkpoint",
     "save_safetensors",
 ]
+
+#: The entry of a state dict's ``_metadata`` under which a FAT model records how it was built.
+RECORD_KEY = "fatvit"
+
+
+def interaction_record(interaction: Optional[str]) -> Dict[str, Any]:
+    """The entry of a state dict's ``_metadata`` that records a FASA interaction ({} for none)."""
+    return {RECORD_KEY: {"interaction": interaction}} if interaction else {}
+
+
+def recorded_interaction(local_metadata: Optional[Mapping[str, Any]]) -> Optional[str]:
+    """The interaction an entry of a state dict's ``_metadata`` records, if any."""
+    record = (local_metadata or {}).get(RECORD_KEY)
+    return record.get("interaction") if isinstance(record, Mapping) else None
+
+
+def records_interaction(module: nn.Module) -> bool:
+    """Whether ``module`` records its FASA interaction in its state dicts and checks it on load: a FAT model
+    (its class says so with ``records_interaction = True``; this module knows no model class)."""
+    return bool(getattr(type(module), "records_interaction", False))
+
 
 PathLike = Union[str, os.PathLike]
 
@@ -329,7 +349,7 @@ def apply_state_dict(
     loadable: Dict[str, torch.Tensor] = OrderedDict((k, v) for k, v in state_dict.items() if k not in skipped)
     record = interaction_record((meta or {}).get("interaction"))
     if record:  # each FAT module's load hook checks it (see fatvit.models.fat.check_interaction)
-        prefixes = [name for name, module in model.named_modules() if isinstance(module, FAT)] or [""]
+        prefixes = [name for name, module in model.named_modules() if records_interaction(module)] or [""]
         loadable._metadata = OrderedDict({p: record for p in prefixes})  # type: ignore[attr-defined]
     try:
         model.load_state_dict(loadable, strict=False)
@@ -341,7 +361,7 @@ def apply_state_dict(
 
 def _deployed_weights_of(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> bool:
     """Whether ``state_dict`` has exactly the keys of ``model``'s deployed form (a FAT model only)."""
-    if not isinstance(model, FAT):
+    if not records_interaction(model):
         return False
     from .deploy import deploy
 
@@ -380,7 +400,7 @@ def load_task_model(
 def fat_interaction(model: nn.Module) -> Optional[str]:
     """The FASA interaction of ``model``, a FAT, or of the first FAT inside it (a detector's backbone); None if
     it holds none."""
-    return next((m.interaction for m in model.modules() if isinstance(m, FAT)), None)
+    return next((m.interaction for m in model.modules() if records_interaction(m)), None)
 
 
 def load_checkpoint(

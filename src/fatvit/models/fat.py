@@ -23,6 +23,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 from torch import nn
 
+from ..checkpoint import interaction_record, load_finetune, recorded_interaction, safetensors_record
 from ..errors import FatvitError
 from ..layers import (
     FASA,
@@ -54,9 +55,6 @@ ATTENTIONS = ("fasa", "maxvit", "swin", "pvt", "twins", "cswin")
 
 #: Initialisations of the classifier: timm's truncated normal (std 0.02), or PyTorch's default (the released code).
 HEAD_INITS = ("trunc_normal", "default")
-
-#: The entry of a state dict's ``_metadata`` under which FAT records how it was built.
-RECORD_KEY = "fatvit"
 
 #: CSWin-T's stripe widths per stage (its last stage attends over the whole map).
 CSWIN_SPLIT_SIZES = (1, 2, 7, 7)
@@ -284,6 +282,9 @@ class FAT(nn.Module):
             returns the map).
     """
 
+    #: its state dicts record the FASA interaction, checked on load (see :func:`fatvit.checkpoint.records_interaction`)
+    records_interaction = True
+
     def __init__(
         self,
         embed_dims: Sequence[int] = (32, 80, 160, 256),
@@ -489,8 +490,6 @@ class FAT(nn.Module):
             fatvit.checkpoint.CheckpointError: the file cannot be read, or keys other than the classifier's
                 do not fit.
         """
-        from ..checkpoint import load_finetune  # the reader is above the models' layer
-
         load_finetune(self, path, self.pretrained_cfg.get("architecture", type(self).__name__),
                       [self.pretrained_cfg.get("classifier", "head") + "."])  # fmt: skip
 
@@ -526,17 +525,6 @@ def _check_build(
     problem = check_interaction(module.interaction, recorded_interaction(local_metadata))
     if problem:
         error_msgs.append(problem)
-
-
-def interaction_record(interaction: Optional[str]) -> Dict[str, Any]:
-    """The entry of a state dict's ``_metadata`` that records a FASA interaction ({} for none)."""
-    return {RECORD_KEY: {"interaction": interaction}} if interaction else {}
-
-
-def recorded_interaction(local_metadata: Optional[Mapping[str, Any]]) -> Optional[str]:
-    """The interaction an entry of a state dict's ``_metadata`` records, if any."""
-    record = (local_metadata or {}).get(RECORD_KEY)
-    return record.get("interaction") if isinstance(record, Mapping) else None
 
 
 def check_interaction(model_interaction: str, recorded: Optional[str]) -> str:
@@ -665,8 +653,6 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
     cfg = getattr(model, "pretrained_cfg", None) or {}
     if cfg.get("source") == "local-dir" and cfg.get("file"):
         # timm read the folder's model.safetensors: the interaction fatvit recorded in it is checked on load
-        from ..checkpoint import safetensors_record  # the reader is above the models' layer
-
         record = interaction_record(safetensors_record(Path(cfg["file"]) / "model.safetensors").get("interaction"))
         if record:
             out._metadata = OrderedDict({"": record})  # type: ignore[attr-defined]
