@@ -219,10 +219,10 @@ class DenseConfig(RunConfig):
         self.need(0 <= self.hflip <= 1, "hflip", "between 0 and 1")
 
 
-def _use_instead(task: str) -> str:
-    """A hint naming the command that trains ``task``, or the known tasks."""
+def _use_instead(task: str, form: str = " (use {})") -> str:
+    """A hint naming the command that trains ``task`` (in ``form``), or the known tasks."""
     if task in TASKS:
-        return f" (use {TASKS[task].train_command})"
+        return form.format(TASKS[task].train_command)
     return f" (tasks: {', '.join(TASKS)})"
 
 
@@ -361,8 +361,7 @@ def _parse_recipe(text: str, where: str, cls: type = None) -> Dict[str, Any]:
         raise FatvitError(f"recipe {where} must be a mapping of keys to values")
     task = loaded.get("task", DEFAULT_TASK)
     if task != cls.TASK:
-        hint = f": use {TASKS[task].train_command}" if task in TASKS else f" (tasks: {', '.join(TASKS)})"
-        raise FatvitError(f"recipe {where} is for task {task!r}, not {cls.TASK!r}{hint}")
+        raise FatvitError(f"recipe {where} is for task {task!r}, not {cls.TASK!r}{_use_instead(task, ': use {}')}")
     _one_length({k: loaded.get(k) for k in LENGTH_KEYS}, f"set by recipe {where}")
     values: Dict[str, Any] = {}
     for key, value in loaded.items():

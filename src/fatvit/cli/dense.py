@@ -139,16 +139,15 @@ def drawing_folder(output: str) -> Iterator[Path]:
 
 
 def predict_each(
-    inputs: Sequence[str], output: str, overwrite: bool, predict: Callable[[Path, Any, Path], Dict[str, Any]]
+    pairs: Sequence[tuple], output: str, predict: Callable[[Path, Any, Path], Dict[str, Any]]
 ) -> List[Dict[str, Any]]:
-    """The loop of a drawing ``predict`` sub-verb: ``predict(path, image, drawn)`` on each readable image the
-    inputs name (``image`` read once, as RGB), which draws it as ``drawn`` and returns its record. The outputs
-    are checked before any work; an unreadable file is reported in one line and skipped; no readable image at
-    all is an error (and leaves no output folder behind)."""
+    """The loop of a drawing ``predict`` sub-verb over the (image, drawn image) pairs of :func:`output_paths`:
+    ``predict(path, image, drawn)`` on each readable image (``image`` read once, as RGB), which draws it as
+    ``drawn`` in the folder ``output`` and returns its record. An unreadable file is reported in one line and
+    skipped; no readable image at all is an error (and leaves no output folder behind)."""
     from ..data import try_load_rgb
     from .format import report_skip
 
-    pairs = output_paths(inputs, output, overwrite)
     records = []
     with drawing_folder(output):  # removed again if nothing is drawn
         for path, drawn in pairs:

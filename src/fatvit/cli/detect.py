@@ -150,7 +150,7 @@ def run_predict(args: argparse.Namespace) -> int:
         raise FatvitError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
     settings = parse_settings(args.overrides, SETTINGS, DetectConfig, "detect predict")
     device = check_device(args.device)
-    output_paths(args.inputs, args.output, args.overwrite)  # refused before the model is loaded
+    pairs = output_paths(args.inputs, args.output, args.overwrite)  # refused before the model is loaded
     model, meta = load_detector(args.checkpoint, args.ema, settings)
     classes, offset, threshold = meta["classes"], model.label_offset, args.score_threshold
 
@@ -164,7 +164,7 @@ def run_predict(args: argparse.Namespace) -> int:
             for lab, s, box in found
         ])  # fmt: skip
 
-    records = predict_each(args.inputs, args.output, args.overwrite, predict)
+    records = predict_each(pairs, args.output, predict)
     if args.json:
         print(json.dumps(records, indent=2))
         return 0

@@ -141,7 +141,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
     settings = parse_settings(args.overrides, SETTINGS, SegmentConfig, "segment predict")
     device = check_device(args.device)
-    output_paths(args.inputs, args.output, args.overwrite)  # refused before the model is loaded
+    pairs = output_paths(args.inputs, args.output, args.overwrite)  # refused before the model is loaded
     model, meta = load_segmenter(args.checkpoint, args.ema, settings)
     classes = list(meta.get("classes") or [f"class_{i}" for i in range(int(meta["num_classes"]))])
     skip = [] if args.draw_background else [i for i, c in enumerate(classes) if c == "background"]
@@ -152,7 +152,7 @@ def run_predict(args: argparse.Namespace) -> int:
         shares = class_shares(class_map, len(classes))
         return dict(path=str(path), drawn=str(drawn), classes={classes[c]: round(n, 4) for c, n in shares.items()})
 
-    records = predict_each(args.inputs, args.output, args.overwrite, predict)
+    records = predict_each(pairs, args.output, predict)
     if args.json:
         print(json.dumps(records, indent=2))
     else:

@@ -36,10 +36,10 @@ def metric_summary(metrics: Sequence[Metric], primary: str, nested: bool, last: 
     return {**{f"final_{name}": value for name, value in final.items()}, f"best_{primary}": best}
 
 
-def improves(metric: Metric, value: float, best: Optional[float]) -> bool:
-    """Whether ``value`` of ``metric`` beats ``best`` (None: nothing yet); NaN never does."""
+def improves(metric: Metric, value: float, best: float) -> bool:
+    """Whether ``value`` of ``metric`` beats ``best`` (infinite: nothing yet); NaN never does."""
     if math.isnan(value):
         return False
-    if best is None or math.isinf(best):
+    if math.isinf(best):
         return True
     return value > best if metric.higher_is_better else value < best

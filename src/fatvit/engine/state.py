@@ -71,7 +71,7 @@ class TrainState:
         state.best_metric = best if best is not None and state.history else -math.inf
         return state
 
-    def start_epoch(self) -> None:
+    def end_epoch(self) -> None:
         """Count the epoch just ended and reset the per-epoch sums."""
         self.epoch += 1
         self.batches_done = 0

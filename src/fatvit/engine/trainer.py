@@ -229,7 +229,7 @@ class Trainer:
         improved = improves(self.primary, metrics[task.primary_metric], state.best_metric)
         if improved:
             state.best_metric = metrics[task.primary_metric]
-        state.start_epoch()
+        state.end_epoch()
         line = (f"epoch {state.epoch}/{self.data.num_epochs}  train loss {row['train_loss']:.4f}  "
                 f"{metric_line(self.metrics, metrics)}  lr {row['lr']:.2e}")  # fmt: skip
         self.folder.log_epoch(row, state.history, f"val_{task.primary_metric}", task.metric_title, line)

@@ -20,10 +20,12 @@ from typing import Any, Callable, ContextManager, Dict, Iterable, List, Optional
 import torch
 from torch import nn
 
+from ..checkpoint import PathLike, load_task_model
+from ..config import apply_settings
 from ..data import Splits
 from ..distributed import all_reduce_sum
 
-__all__ = ["Task", "Metric", "amp_autocast", "evaluate_batches", "split_of"]
+__all__ = ["Task", "Metric", "amp_autocast", "evaluate_batches", "split_of", "load_trained"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,20 @@ class Metric:
     unit: str = ""
     higher_is_better: bool = True
     in_summary: bool = True
+
+
+def load_trained(
+    path: PathLike, cls: type, what: str, build: Callable[[Dict[str, Any]], nn.Module], setting_keys: Sequence[str],
+    use_ema: bool = False, settings: Optional[Dict[str, Any]] = None,
+) -> Tuple[nn.Module, Dict[str, Any]]:  # fmt: skip
+    """The model a fatvit file of the task of config class ``cls`` records (called ``what`` in errors), built by
+    ``build(record)`` with ``settings`` (``--set``) over the record's ``setting_keys``, checked as ``cls`` checks
+    them; weights loaded, in eval mode on the CPU. Returns the model and its (changed) record."""
+
+    def adjust(record: Dict[str, Any]) -> Dict[str, Any]:
+        return apply_settings(record, settings or {}, cls, setting_keys)
+
+    return load_task_model(path, cls.TASK, what, build, use_ema, adjust)
 
 
 def amp_autocast(device: torch.device, dtype: Optional[torch.dtype]) -> ContextManager[Any]:

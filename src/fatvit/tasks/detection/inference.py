@@ -12,11 +12,11 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from ...checkpoint import PathLike, load_task_model
-from ...config import apply_settings
+from ...checkpoint import PathLike
 from ...data import ResumableSampler, SeededDataset, make_loader
 from ...engine.setup import resolve_amp
 from ...errors import FatvitError
+from ..base import load_trained
 from .config import SETTINGS, DetectConfig
 from .data import CocoDetection, collate_detection, detection_transform
 from .models import build_detector
@@ -33,21 +33,18 @@ def load_detector(
     Raises:
         FatvitError: an unreadable file, or one that holds no fatvit detector.
     """
+    return load_trained(path, DetectConfig, "detector", _build_recorded, SETTINGS, use_ema, settings)
 
-    def build(meta: Dict[str, Any]) -> nn.Module:
-        return build_detector(
-            meta["model"], num_classes=int(meta["num_classes"]), min_size=int(meta["min_size"]),
-            max_size=int(meta["max_size"]), detections_per_img=int(meta.get("detections_per_img", 100)),
-            score_thresh=float(meta.get("score_thresh", 0.05)),
-            # files from before fatvit followed mmdet record neither: torchvision's RoIAlign and P7, as trained
-            aligned_roi=bool(meta.get("aligned_roi", False)), p7_relu=bool(meta.get("p7_relu", True)),
-            **dict(meta.get("model_kwargs", {})),
-        )  # fmt: skip
 
-    def adjust(meta: Dict[str, Any]) -> Dict[str, Any]:
-        return apply_settings(meta, settings or {}, DetectConfig, SETTINGS)
-
-    return load_task_model(path, "detect", "detector", build, use_ema, adjust)
+def _build_recorded(meta: Dict[str, Any]) -> nn.Module:
+    return build_detector(
+        meta["model"], num_classes=int(meta["num_classes"]), min_size=int(meta["min_size"]),
+        max_size=int(meta["max_size"]), detections_per_img=int(meta.get("detections_per_img", 100)),
+        score_thresh=float(meta.get("score_thresh", 0.05)),
+        # files from before fatvit followed mmdet record neither: torchvision's RoIAlign and P7, as trained
+        aligned_roi=bool(meta.get("aligned_roi", False)), p7_relu=bool(meta.get("p7_relu", True)),
+        **dict(meta.get("model_kwargs", {})),
+    )  # fmt: skip
 
 
 def evaluate_checkpoint(

@@ -7,11 +7,11 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from ...checkpoint import PathLike, load_task_model
-from ...config import apply_settings
+from ...checkpoint import PathLike
 from ...data import ResumableSampler, SeededDataset, make_loader
 from ...engine.setup import resolve_amp
 from ...errors import FatvitError
+from ..base import load_trained
 from .config import SETTINGS, SegmentConfig
 from .data import ADE20KSegmentation, SegmentationEvalTransform, collate_segmentation
 from .models import build_segmenter
@@ -28,16 +28,11 @@ def load_segmenter(
     Raises:
         FatvitError: an unreadable file, or one that holds no fatvit segmenter.
     """
+    return load_trained(path, SegmentConfig, "segmenter", _build_recorded, SETTINGS, use_ema, settings)
 
-    def build(meta: Dict[str, Any]) -> nn.Module:
-        return build_segmenter(
-            meta["model"], num_classes=int(meta["num_classes"]), **dict(meta.get("model_kwargs", {}))
-        )
 
-    def adjust(meta: Dict[str, Any]) -> Dict[str, Any]:
-        return apply_settings(meta, settings or {}, SegmentConfig, SETTINGS)
-
-    return load_task_model(path, "segment", "segmenter", build, use_ema, adjust)
+def _build_recorded(meta: Dict[str, Any]) -> nn.Module:
+    return build_segmenter(meta["model"], num_classes=int(meta["num_classes"]), **dict(meta.get("model_kwargs", {})))
 
 
 def evaluate_checkpoint(
