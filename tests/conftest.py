@@ -262,3 +262,85 @@ def assert_resumed_as_uninterrupted(full, resumed) -> None:
         return json.dumps([{k: v for k, v in r.items() if k != "train_seconds"} for r in history])
 
     assert timeless(resumed.state.history) == timeless(full.state.history)
+
+
+# ----- the dense tasks: digit scenes, COCO and ADE20K folders, fast recipes, one trained detector -----
+
+# a tiny backbone, small images, no workers: behaviour, not accuracy
+DETECT_FAST = [*TINY_MODEL_OVERRIDES, "min_size=64", "max_size=64", "batch_size=2", "workers=0", "log_every=1",
+               "warmup_steps=2", "lr=1e-3", "lr_base_batch=2", "decay_milestones=[1]"]  # fmt: skip
+SEGMENT_FAST = [*TINY_MODEL_OVERRIDES, "scale=[64, 64]", "crop_size=64", "test_stride=32", "batch_size=2",
+                "workers=0", "log_every=1", "lr=1e-3", "lr_base_batch=2", "warmup_steps=2"]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def scenes(tmp_path_factory) -> Path:
+    """The digit scenes (8 train, 3 val, 64x64) as COCO and ADE20K folders; tests copy them before changing them."""
+    from fatvit.tasks.scenes import write_digit_scenes
+
+    return write_digit_scenes(tmp_path_factory.mktemp("scenes"), train=8, val=3, size=64)
+
+
+@pytest.fixture(scope="session")
+def detect_run(scenes, tmp_path_factory) -> Path:
+    """A RetinaNet trained for one step on the scenes (weights to evaluate, not accuracy): its run folder."""
+    from fatvit.cli import main
+
+    run = tmp_path_factory.mktemp("det") / "run"
+    assert main(["detect", "train", "--data", str(scenes / "coco"), "--iterations", "1", "--output", str(run),
+                 *set_args([*DETECT_FAST, "model=retinanet_fat_b0"])]) == 0  # fmt: skip
+    return run
+
+
+def quiet_coco(path: Path):
+    """pycocotools' COCO index of ``path``, without its prints."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return COCO(str(path))
+
+
+def coco_file(tmp_path: Path, annotations, images=None, categories=None, drop=()) -> Tuple[Path, Path]:
+    """A COCO file of ``images`` (each written as an image file, at 8x8 where its entry has no valid size) and
+    ``annotations``, without the top-level keys in ``drop``: (image folder, annotation file)."""
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    root.mkdir(exist_ok=True)
+    images = images or [dict(id=1, file_name="a.png", width=40, height=30), dict(id=2, file_name="b.png", width=40,
+                                                                                  height=30)]  # fmt: skip
+    for info in images:
+        size = [info.get(k) for k in ("width", "height")]
+        size = size if all(isinstance(v, int) and v > 0 for v in size) else [8, 8]
+        if not (root / info["file_name"]).exists():
+            Image.new("RGB", tuple(size), (90, 20, 20)).save(root / info["file_name"])
+    path = tmp_path / "instances.json"
+    cats = categories or [dict(id=3, name="three"), dict(id=7, name="seven")]
+    data = dict(images=images, annotations=annotations, categories=cats)
+    path.write_text(json.dumps({k: v for k, v in data.items() if k not in drop}))
+    return root, path
+
+
+def coco_ann(i: int, image_id: int, cat: int, box: list, **kw) -> dict:
+    """A COCO annotation of one box (x, y, w, h)."""
+    return dict(id=i, image_id=image_id, category_id=cat, bbox=box, area=box[2] * box[3], iscrowd=0, **kw)
+
+
+def ade_folder(root: Path, labels, classes=None) -> Path:
+    """An ADE20K-style folder under ``root``: one training image per label map in ``labels``, and ``classes.txt``
+    if ``classes`` are given."""
+    import numpy as np
+    from PIL import Image
+
+    for split in ("training", "validation"):
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        (root / "annotations" / split).mkdir(parents=True, exist_ok=True)
+    for i, label in enumerate(labels):
+        Image.new("RGB", (label.shape[1], label.shape[0]), (10, 200, 30)).save(root / f"images/training/{i}.jpg")
+        Image.fromarray(label.astype(np.uint8)).save(root / f"annotations/training/{i}.png")
+    if classes:
+        (root / "classes.txt").write_text("\n".join(classes) + "\n")
+    return root

@@ -156,3 +156,18 @@ def test_no_class_is_over_250_lines():
             if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 250:
                 long.append(f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
     assert not long
+
+
+def test_tests_mirror_the_task_packages_and_import_no_other_test_file():
+    tests = Path(__file__).resolve().parent
+    task_packages = {p.name for p in (SRC / "fatvit" / "tasks").iterdir() if (p / "task.py").is_file()}
+    assert task_packages <= {p.name for p in (tests / "tasks").iterdir() if p.is_dir()}
+    files = [p for p in tests.rglob("*.py") if "data" not in p.relative_to(tests).parts]
+    names = [p.stem for p in files]
+    assert len(set(names)) == len(names), "two test files share a name: pytest imports them as one module"
+    imported = set()
+    for path in files:
+        for node in _runtime_imports(ast.parse(path.read_text())):
+            roots = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            imported |= {root.split(".")[0] for root in roots} & set(names)
+    assert imported == {"conftest"}

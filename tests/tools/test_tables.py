@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from conftest import cli_error
 from fatvit.cli import main
-from fatvit.tables import GFLOPS_TOL, PARAMS_TOL_M, TABLES, measure_table
+from fatvit.tables import DENSE_PARAMS_TOL_M, GFLOPS_TOL, PARAMS_TOL_M, TABLES, measure_dense_table, measure_table
 
 #: Our measured (params M, conv+linear GMACs) at 224x224, as the closing notes reported them: a change to a
 #: variant's structure moves these.
@@ -55,3 +56,26 @@ def test_table_cli(capsys):
     assert main(["table", "attention"]) == 0
     out = capsys.readouterr().out
     assert "CSWSA" in out and "notes:" in out and "NO, see note" in out
+
+
+def test_paper_parameter_counts_and_cli(capsys):
+    rows = measure_dense_table()
+    compared = [r for r in rows if r["paper_params_m"] is not None]
+    assert {r["model"] for r in compared} == {f"{h}_fat_b{i}" for h in ("retinanet", "mask_rcnn") for i in range(4)}
+    for r in compared:
+        assert abs(r["params_m"] - r["paper_params_m"]) <= DENSE_PARAMS_TOL_M, r
+        assert r["within_bounds"] is True
+    from fatvit.cli import main
+
+    assert main(["table", "dense", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [r["model"] for r in records] == [r["model"] for r in rows]
+    assert all({"model", "params_m", "paper_params_m"} <= set(r) for r in records)
+    assert main(["table", "dense"]) == 0
+    out = capsys.readouterr().out
+    assert "retinanet_fat_b0" in out and "13.78" in out and "semantic_fpn_fat_b3" in out
+
+
+def test_table_dense_unknown_table_is_one_line(capsys):
+    line = cli_error(capsys, ["table", "dens"])
+    assert "dense" in line
