@@ -4,6 +4,7 @@ task registry is the one place outside the task packages that names a task."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 from typing import Dict, List, Set
 
@@ -171,3 +172,21 @@ def test_tests_mirror_the_task_packages_and_import_no_other_test_file():
             roots = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
             imported |= {root.split(".")[0] for root in roots} & set(names)
     assert imported == {"conftest"}
+
+
+def test_no_module_below_the_command_words_a_flag():
+    """Outside ``cli/``, messages name arguments and config keys; flags (``--overwrite``) are the command's words
+    (``cli/errors.py`` rewords the typed errors whose remedy is a flag). Docstrings may name flags."""
+    flagged = []
+    for name, path in modules().items():
+        if layer_of(name) == len(LAYERS) - 1:
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                      and node.body and isinstance(node.body[0], ast.Expr)}  # fmt: skip
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings \
+                    and re.search(r"(^|[\s(`'])--[a-z]", node.value):  # fmt: skip
+                flagged.append(f"{name}:{node.lineno}: {node.value[:60]!r}")
+    assert not flagged

@@ -180,7 +180,7 @@ class RunConfig:
                     + (
                         "the classes come from the data (or the checkpoint)"
                         if key == "num_classes"
-                        else "weights come from local files (finetune, backbone_weights or --checkpoint)"
+                        else "weights come from local files (finetune, backbone_weights or the file a verb loads)"
                     )
                 )
         need(self.seed < 2**32, "seed", "below 2**32")

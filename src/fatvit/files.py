@@ -15,7 +15,17 @@ from typing import IO, Iterator
 
 from .errors import FatvitError
 
-__all__ = ["atomic_write", "check_output_dir", "check_output_file", "prepare_output_dir"]
+__all__ = ["OutputExistsError", "atomic_write", "check_output_dir", "check_output_file", "prepare_output_dir"]
+
+
+class OutputExistsError(FatvitError):
+    """A file a verb would write exists, and replacing it was not asked for."""
+
+    def __init__(self, path: Path, label: str) -> None:
+        self.path = Path(path)
+        #: what the caller called the file (``check_output_file``'s ``option``)
+        self.label = label
+        super().__init__(f"{label} {self.path} exists; call again with overwrite=True to replace it")
 
 
 @contextlib.contextmanager
@@ -70,13 +80,14 @@ def check_output_file(path: str | os.PathLike, option: str, overwrite: bool) -> 
     failed run leaves none).
 
     Raises:
-        FatvitError: ``path`` is a folder, exists and ``overwrite`` is off, or its folder lies under a file.
+        OutputExistsError: ``path`` exists and ``overwrite`` is off.
+        FatvitError: ``path`` is a folder, or its folder lies under a file.
     """
     path = Path(path)
     if path.is_dir():
         raise FatvitError(f"{option} {path} is a folder, not a file")
     if path.exists() and not overwrite:
-        raise FatvitError(f"{option} {path} exists; give --overwrite to replace it")
+        raise OutputExistsError(path, option)
     check_output_dir(path.parent)
     return path
 

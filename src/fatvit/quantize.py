@@ -35,6 +35,7 @@ from .catalog import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_DROP, QUANTIZED_OPS
 from .errors import FatvitError, require
 
 __all__ = [
+    "CalibrationSizeError",
     "QUANTIZED_OPS",
     "DEFAULT_CALIBRATION_IMAGES",
     "DEFAULT_MAX_DROP",
@@ -45,18 +46,29 @@ __all__ = [
 ]
 
 
+class CalibrationSizeError(FatvitError):
+    """A number of calibration images below 1, or one that leaves no image of the set held out."""
+
+    def __init__(self, requested: int, count: int) -> None:
+        self.requested = requested
+        self.count = count
+        if requested < 1:
+            text = f"calibration_images must be at least 1, got {requested}"
+        else:
+            text = f"the calibration set has {count} images: calibration_images={requested} leaves none held out to " \
+                   "measure the top-1 drop on"  # fmt: skip
+        super().__init__(text)
+
+
 def split_calibration(count: int, calibration_images: int, seed: int = 0) -> Tuple[List[int], List[int]]:
     """Indices of ``count`` images in a permutation fixed by ``seed``: the first ``calibration_images`` to
     calibrate on, the rest held out.
 
     Raises:
-        FatvitError: ``calibration_images`` is below 1 or leaves no image held out.
+        CalibrationSizeError: ``calibration_images`` is below 1 or leaves no image held out.
     """
-    if calibration_images < 1:
-        raise FatvitError(f"--calibration-images must be at least 1, got {calibration_images}")
-    if calibration_images >= count:
-        raise FatvitError(f"the calibration set has {count} images: --calibration-images {calibration_images} "
-                          "leaves none held out to measure the top-1 drop on")  # fmt: skip
+    if not 1 <= calibration_images < count:
+        raise CalibrationSizeError(calibration_images, count)
     order = torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()
     return order[:calibration_images], order[calibration_images:]
 

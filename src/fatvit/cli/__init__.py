@@ -106,7 +106,9 @@ def main(argv: List[str] | None = None) -> int:
         try:
             return int(args.run(args) or 0)
         except FatvitError as err:
-            print(f"fatvit: error: {err}", file=sys.stderr)
+            from .errors import error_line
+
+            print(f"fatvit: error: {error_line(err)}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             print("fatvit: interrupted", file=sys.stderr)

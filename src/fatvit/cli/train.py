@@ -120,32 +120,29 @@ def run_training(
     args: argparse.Namespace, cls: type, recipe: Optional[str], verb: str, result: Callable[[Dict[str, Any]], str]
 ) -> int:
     """Train (or resume) as ``args`` say; ``result`` words a finished run's figures for the last line."""
-    from ..engine import OutputNotEmptyError, ResumeRefusedError, Trainer, TrainingDivergedError
+    from ..engine import Trainer
 
     flags = typed_flags(args)
+    if args.resume:
+        if args.config:
+            raise FatvitError("--config cannot be used with --resume: a run continues with its own recipe")
+        if args.overwrite:
+            raise FatvitError("--overwrite cannot be used with --resume: a resumed run continues its own files")
+        trainer = Trainer.resume(args.resume, args.overrides, max_steps=args.max_steps, typed=flags, task=cls.TASK)
+    else:
+        trainer = Trainer(
+            load_config(recipe, args.overrides, flags, cls), max_steps=args.max_steps, overwrite=args.overwrite
+        )
     try:
-        if args.resume:
-            if args.config:
-                raise FatvitError("--config cannot be used with --resume: a run continues with its own recipe")
-            if args.overwrite:
-                raise FatvitError("--overwrite cannot be used with --resume: a resumed run continues its own files")
-            trainer = Trainer.resume(args.resume, args.overrides, max_steps=args.max_steps, typed=flags, task=cls.TASK)
-        else:
-            trainer = Trainer(
-                load_config(recipe, args.overrides, flags, cls), max_steps=args.max_steps, overwrite=args.overwrite
-            )
-        try:
-            summary = trainer.fit()
-        except KeyboardInterrupt:
-            last = trainer.folder / "last.pth"
-            if trainer.dist.is_main:
-                hint = f"resume with: {verb} --resume {last}" if last.is_file() else "no checkpoint was written yet"
-                print(f"\nfatvit: interrupted; {hint}", file=sys.stderr)
-            return 130
-        finally:
-            trainer.close()
-    except (OutputNotEmptyError, ResumeRefusedError, TrainingDivergedError) as err:
-        raise FatvitError(engine_error_line(err)) from None
+        summary = trainer.fit()
+    except KeyboardInterrupt:
+        last = trainer.folder / "last.pth"
+        if trainer.dist.is_main:
+            hint = f"resume with: {verb} --resume {last}" if last.is_file() else "no checkpoint was written yet"
+            print(f"\nfatvit: interrupted; {hint}", file=sys.stderr)
+        return 130
+    finally:
+        trainer.close()
     if trainer.dist.is_main:
         if args.json:
             print(json.dumps(summary, indent=2))
@@ -157,34 +154,6 @@ def run_training(
         else:
             print(f"stopped after {summary['steps']} steps; resume with --resume {summary['checkpoints']['last']}")
     return 0
-
-
-def engine_error_line(err: FatvitError) -> str:
-    """An error of the training engine worded with the command's flags."""
-    from ..engine import state
-    from ..engine.run_folder import OutputNotEmptyError
-    from ..engine.trainer import TrainingDivergedError
-    from ..tasks import TASKS
-
-    if isinstance(err, OutputNotEmptyError):
-        hint = f"resume that run with --resume {err.resumable}, " if err.resumable else ""
-        return (f"output folder {err.path} is not empty ({err.listing}): {hint}choose another --output, or pass "
-                "--overwrite to replace its run files")  # fmt: skip
-    if isinstance(err, TrainingDivergedError) and err.last is not None:
-        return f"{err} (resume with --resume {err.last})"
-    if isinstance(err, state.RunOfAnotherTaskError):
-        return f"{err.path} is a {err.task!r} run: resume it with {TASKS[err.task].train_command} --resume {err.path}"
-    if isinstance(err, state.ResumeMovesFolderError):
-        return f"a run resumes in its own folder ({err.folder}); --output cannot move it (copy the folder and resume " \
-               "from the copy)"  # fmt: skip
-    if isinstance(err, state.ResumeChangesKeysError):
-        return (f"cannot change {', '.join(err.keys)} when resuming: the run's model, optimizer, schedule and data "
-                f"order continue as saved (changeable: {', '.join(state.RESUME_CHANGEABLE)}); start a new run from "
-                f"its weights with --finetune {err.path}")  # fmt: skip
-    if isinstance(err, state.RunFinishedError):
-        return (f"the run in {err.folder} finished its {err.planned} {err.key}: raise {err.key} to train longer "
-                f"(--set {err.key}=N), or start a new run from its weights with --finetune {err.path}")  # fmt: skip
-    return str(err)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -29,12 +29,40 @@ from .metrics import eval_transform
 __all__ = [
     "INFERENCE_KEYS",
     "Classifier",
+    "NoClassNamesError",
+    "OptionNotForFileError",
     "inference_config",
     "load_classifier",
     "is_exported",
     "load_exported",
     "read_class_names",
 ]
+
+
+class NoClassNamesError(FatvitError):
+    """A file that records no class names (an authors' file, a bare state dict), asked for them."""
+
+    def __init__(self, source: str, num_classes: int) -> None:
+        self.source = source
+        self.num_classes = num_classes
+        super().__init__(f"{source} records no class names (an authors' file or a bare state dict); give them with "
+                         f"load_classifier(..., classes=names), {num_classes} names in output order")  # fmt: skip
+
+
+class OptionNotForFileError(FatvitError):
+    """An argument of :func:`load_classifier` that does not apply to the file given: ``use_ema`` for an exported
+    model (one set of weights), ``runtime`` for a file that runs in PyTorch."""
+
+    def __init__(self, option: str, checkpoint: PathLike, runtime: Optional[str] = None) -> None:
+        self.option = option
+        self.checkpoint = checkpoint
+        self.runtime = runtime
+        if option == "use_ema":
+            text = f"{checkpoint} is an exported model: it holds one set of weights (use_ema applies to training " \
+                   "checkpoints)"  # fmt: skip
+        else:
+            text = f"runtime={runtime!r} runs exported .onnx files; {checkpoint} runs in PyTorch"
+        super().__init__(text)
 
 
 @dataclass
@@ -61,14 +89,10 @@ class Classifier:
         """The class names, or an error saying how to give them.
 
         Raises:
-            FatvitError: the file records no class names and none were given.
+            NoClassNamesError: the file records no class names and none were given.
         """
         if self.classes is None:
-            raise FatvitError(
-                f"{self.source} records no class names (an authors' file or a bare state dict); "
-                f"give them with --classes FILE, one name per line in output order ({self.num_classes} lines; "
-                "in Python: load_classifier(..., classes=names))"
-            )
+            raise NoClassNamesError(self.source, self.num_classes)
         return self.classes
 
     def deploy(self, channels_last: bool = True, pointwise_linear: bool = True) -> Classifier:
@@ -149,16 +173,16 @@ def load_classifier(
         runtime: for an ``.onnx`` file, ``onnxruntime`` (default) or ``openvino``; other files run in PyTorch.
 
     Raises:
+        OptionNotForFileError: ``use_ema`` for an exported model, or ``runtime`` for a file that runs in PyTorch.
         FatvitError: an unreadable file, weights that do not fit the model, bad settings, or
             class names whose number differs from the model's outputs.
     """
     if is_exported(checkpoint):
         if use_ema:
-            raise FatvitError(f"{checkpoint} is an exported model: it holds one set of weights (--ema applies to "
-                              "training checkpoints)")  # fmt: skip
+            raise OptionNotForFileError("use_ema", checkpoint)
         return load_exported(checkpoint, runtime or "onnxruntime", typed, overrides, classes, keys, purpose)
     if runtime is not None:
-        raise FatvitError(f"--runtime {runtime} runs exported .onnx files; {checkpoint} runs in PyTorch")
+        raise OptionNotForFileError("runtime", checkpoint, runtime)
     state_dict, meta = read_checkpoint(checkpoint, use_ema=use_ema)
     if meta.get("task") in ("detect", "segment"):
         task = meta["task"]
