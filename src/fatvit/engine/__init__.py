@@ -8,8 +8,8 @@
 * :mod:`~fatvit.engine.setup`: device precision, the model for training (DDP, SyncBN, EMA, compile), the
   optimizer and the schedule;
 * :mod:`~fatvit.engine.loaders`: the seeded sets, resumable samplers and loaders, the run's length in steps;
-* :mod:`~fatvit.engine.report`: the ``metrics.csv`` columns, the epoch line and ``summary.json``'s metrics, from
-  the task's declared metrics.
+* :mod:`~fatvit.engine.report`: what a run says: its start line, each epoch's ``metrics.csv`` row and log line,
+  and ``summary.json``'s figures, the metrics formatted from the task's declarations.
 
 It may import the shared modules (:mod:`fatvit.config`, :mod:`fatvit.data`, :mod:`fatvit.checkpoint`, ...), the
 task registry and :mod:`fatvit.tasks.base`. Its errors are typed

@@ -1,14 +1,22 @@
-"""What the engine writes about a task's validation metrics, from their declarations
-(:class:`~fatvit.tasks.base.Metric`): the ``metrics.csv`` columns, the epoch's log line and ``summary.json``."""
+"""What the engine writes about a run, its task's validation metrics formatted from their declarations
+(:class:`~fatvit.tasks.base.Metric`): an epoch's ``metrics.csv`` row and log line, and ``summary.json``."""
 
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence
 
-from ..tasks.base import Metric
+from ..tasks.base import Metric, Task
+from .state import TrainState
 
-__all__ = ["metric_row", "metric_line", "metric_summary", "improves"]
+if TYPE_CHECKING:
+    from .loaders import RunData
+    from .setup import Optimization
+
+__all__ = [
+    "metric_row", "metric_line", "metric_summary", "improves", "start_line", "epoch_row", "epoch_line", "run_summary",
+]  # fmt: skip
 
 
 def metric_row(metrics: Sequence[Metric], result: Dict[str, Any]) -> Dict[str, Any]:
@@ -43,3 +51,43 @@ def improves(metric: Metric, value: float, best: float) -> bool:
     if math.isinf(best):
         return True
     return value > best if metric.higher_is_better else value < best
+
+
+def start_line(data: RunData, opt: Optimization, num_classes: int, world_size: int, device: Any, output: Path) -> str:
+    """The line a run starts with: what it trains on what, where, with which batch, lr and length."""
+    cfg = data.cfg
+    length = f"{cfg.iterations} iterations" if cfg.iterations is not None else f"{cfg.epochs} epochs"
+    length += "".join(f" ({note})" for note in cfg.notes)
+    return (f"training {cfg.model} on {cfg.data or data.task.embedded_name}: {len(data.train_set)} train / "
+            f"{len(data.val_set)} val images, {num_classes} classes, {world_size} process(es) on {device}, global "
+            f"batch {opt.global_batch}, lr {opt.lr:.2e}, {length}; output {output}")  # fmt: skip
+
+
+def epoch_row(metrics: Sequence[Metric], result: Dict[str, Any], state: TrainState, lr: float) -> Dict[str, Any]:
+    """The ``metrics.csv`` row of the epoch ``state`` is ending, evaluated as ``result``."""
+    return dict(
+        epoch=state.epoch + 1, step=state.global_step, train_loss=state.epoch_loss_sum / max(state.epoch_samples, 1),
+        **metric_row(metrics, result), lr=lr, train_seconds=round(state.train_seconds, 2),
+        skipped_images=state.skipped_images, val_images=result["images"], val_skipped_images=result["skipped_images"],
+    )  # fmt: skip
+
+
+def epoch_line(metrics: Sequence[Metric], result: Dict[str, Any], row: Dict[str, Any], num_epochs: int) -> str:
+    """The log line of the epoch whose ``metrics.csv`` row is ``row``."""
+    return (f"epoch {row['epoch']}/{num_epochs}  train loss {row['train_loss']:.4f}  {metric_line(metrics, result)}  "
+            f"lr {row['lr']:.2e}")  # fmt: skip
+
+
+def run_summary(
+    task: Task, metrics: Sequence[Metric], state: TrainState, result: Dict[str, Any], classes: Any, *, model: str,
+    finished: bool, world_size: int, global_batch: int, lr: float,
+) -> Dict[str, Any]:  # fmt: skip
+    """The figures of ``summary.json`` (the run folder adds its files), ``result`` the last evaluation."""
+    last = state.history[-1] if state.history else {}
+    best = state.best_metric if state.history and math.isfinite(state.best_metric) else None
+    return dict(
+        task=task.name, model=model, finished=finished, epochs=state.epoch, steps=state.global_step,
+        **metric_summary(metrics, task.primary_metric, task.nested_summary, last, best),
+        **task.summary_extra(result, classes), train_seconds=round(state.train_seconds, 2), world_size=world_size,
+        global_batch=global_batch, lr=lr, skipped_images=state.skipped_images,
+    )  # fmt: skip

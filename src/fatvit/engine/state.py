@@ -13,6 +13,7 @@ import dataclasses
 import math
 import random
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -70,6 +71,13 @@ class TrainState:
         best = ckpt.get("best_metric", ckpt.get("best_top1"))  # best_top1: checkpoints of fatvit <= 0.1
         state.best_metric = best if best is not None and state.history else -math.inf
         return state
+
+    def add_time(self, start: float) -> float:
+        """Add the time since ``start`` (``time.perf_counter()``) to ``train_seconds``; returns now, the next
+        start."""
+        now = time.perf_counter()
+        self.train_seconds += now - start
+        return now
 
     def end_epoch(self) -> None:
         """Count the epoch just ended and reset the per-epoch sums."""

@@ -38,7 +38,7 @@ from ..errors import FatvitError
 from ..tasks import get_task
 from ..tasks.base import Task
 from .loaders import RunData
-from .report import improves, metric_line, metric_row, metric_summary
+from .report import epoch_line, epoch_row, improves, run_summary, start_line
 from .run_folder import RunFolder, default_output
 from .setup import Optimization, resolve_amp, wrap_model
 from .state import TrainState, checkpoint_dict, restore_checkpoint, resume_config
@@ -165,23 +165,17 @@ class Trainer:
                 rate = seen * self.dist.world_size / max(time.perf_counter() - start, 1e-9)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.opt.current_lr():.2e}", img_s=f"{rate:.1f}")
                 if self.max_steps is not None and state.global_step >= self.max_steps:
-                    self._add_train_time(start)
+                    state.add_time(start)
                     return False
                 if state.global_step >= data.total_steps:  # the run's iterations end inside this epoch
                     break
                 if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0:
-                    start = self._add_train_time(start)  # the checkpoint records the time so far
+                    start = state.add_time(start)  # the checkpoint records the time so far
                     self.models.sync_batchnorm()
                     self.save("last")
         bar.close()
-        self._add_train_time(start)
+        state.add_time(start)
         return True
-
-    def _add_train_time(self, start: float) -> float:
-        """Add the time since ``start`` to the state's ``train_seconds``; returns now, the next start."""
-        now = time.perf_counter()
-        self.state.train_seconds += now - start
-        return now
 
     def _train_micro_batch(self, inputs: Any, targets: Any, n: int) -> float:
         accum, state, train_model = self.cfg.accum_steps, self.state, self.models.train_model
@@ -217,12 +211,7 @@ class Trainer:
         task, state = self.task, self.state
         self.models.sync_batchnorm()
         metrics = self.last_result = self._evaluate(self.model)
-        row: Dict[str, Any] = dict(
-            epoch=state.epoch + 1, step=state.global_step,
-            train_loss=state.epoch_loss_sum / max(state.epoch_samples, 1), **metric_row(self.metrics, metrics),
-            lr=self.opt.current_lr(), train_seconds=round(state.train_seconds, 2), skipped_images=state.skipped_images,
-            val_images=metrics["images"], val_skipped_images=metrics["skipped_images"],
-        )  # fmt: skip
+        row = epoch_row(self.metrics, metrics, state, self.opt.current_lr())
         if self.models.ema is not None:
             row[f"ema_{task.primary_metric}"] = self._evaluate(self.models.ema.module)[task.primary_metric]
         state.history.append(row)
@@ -230,8 +219,7 @@ class Trainer:
         if improved:
             state.best_metric = metrics[task.primary_metric]
         state.end_epoch()
-        line = (f"epoch {state.epoch}/{self.data.num_epochs}  train loss {row['train_loss']:.4f}  "
-                f"{metric_line(self.metrics, metrics)}  lr {row['lr']:.2e}")  # fmt: skip
+        line = epoch_line(self.metrics, metrics, row, self.data.num_epochs)
         self.folder.log_epoch(row, state.history, f"val_{task.primary_metric}", task.metric_title, line)
         self.save("last")
         if improved:
@@ -240,18 +228,10 @@ class Trainer:
 
     def fit(self) -> Dict[str, Any]:
         """Train to the last epoch or iteration (or ``max_steps``); returns what ``summary.json`` holds."""
-        cfg, data = self.cfg, self.data
+        data = self.data
         if self.dist.is_main:
-            length = f"{cfg.iterations} iterations" if cfg.iterations is not None else f"{cfg.epochs} epochs"
-            length += "".join(f" ({note})" for note in cfg.notes)
-            print(
-                f"training {cfg.model} on {cfg.data or self.task.embedded_name}: {len(data.train_set)} train / "
-                f"{len(data.val_set)} val images, {len(self.classes)} classes, {self.dist.world_size} process(es) "
-                f"on {self.device}, global batch {self.opt.global_batch}, lr {self.opt.lr:.2e}, {length}; output "
-                f"{self.folder.path}",
-                file=sys.stderr,
-                flush=True,
-            )
+            line = start_line(data, self.opt, len(self.classes), self.dist.world_size, self.device, self.folder.path)
+            print(line, file=sys.stderr, flush=True)
         try:
             while self.state.epoch < data.num_epochs and self.state.global_step < data.total_steps:
                 if not self._train_epoch():
@@ -275,17 +255,10 @@ class Trainer:
             meta = self.meta()
             save_safetensors(self.model, self.folder / "model.safetensors", meta=meta)
             self.task.save_model_files(self.model, self.folder.path, meta)
-        state = self.state
-        last = state.history[-1] if state.history else {}
-        best = state.best_metric if state.history and math.isfinite(state.best_metric) else None
-        task = self.task
-        return self.folder.write_summary(
-            task=task.name, model=self.cfg.model, finished=finished, epochs=state.epoch, steps=state.global_step,
-            **metric_summary(self.metrics, task.primary_metric, task.nested_summary, last, best),
-            **task.summary_extra(self.last_result, self.classes), train_seconds=round(state.train_seconds, 2),
-            world_size=self.dist.world_size, global_batch=self.opt.global_batch, lr=self.opt.lr,
-            skipped_images=state.skipped_images,
-        )  # fmt: skip
+        return self.folder.write_summary(**run_summary(
+            self.task, self.metrics, self.state, self.last_result, self.classes, model=self.cfg.model,
+            finished=finished, world_size=self.dist.world_size, global_batch=self.opt.global_batch, lr=self.opt.lr,
+        ))  # fmt: skip
 
     def close(self) -> None:
         cleanup()
