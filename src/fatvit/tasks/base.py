@@ -25,7 +25,7 @@ from ..config import apply_settings
 from ..data import Splits
 from ..distributed import all_reduce_sum
 
-__all__ = ["Task", "Metric", "amp_autocast", "evaluate_batches", "split_of", "load_trained"]
+__all__ = ["Task", "Metric", "Runner", "amp_autocast", "evaluate_batches", "split_of", "load_trained"]
 
 
 @dataclass(frozen=True)
@@ -69,25 +69,48 @@ def split_of(loader: Any) -> Any:
     return getattr(loader.dataset, "dataset", loader.dataset)
 
 
+#: ``run(fn, x)``: ``fn`` applied to the images ``x`` placed for the model (see :func:`evaluate_batches`)
+Runner = Callable[[Callable[[Any], Any], Any], Any]
+
+
 @torch.no_grad()
 def evaluate_batches(
     model: nn.Module,
     loader: Iterable[Tuple[Any, Any, int]],
-    step: Callable[[Any, Any], int],
+    step: Callable[[Any, Any, Runner], int],
     compute: Callable[[], Dict[str, Any]],
     device: torch.device,
+    amp_dtype: Optional[torch.dtype] = None,
+    channels_last: bool = False,
+    autocast: Optional[Callable[[], ContextManager[Any]]] = None,
 ) -> Dict[str, Any]:
     """The evaluation every task runs: ``model`` in eval mode over ``loader``'s ``(inputs, targets, skipped)``
-    batches, ``step(inputs, targets)`` on each batch that holds an image (it returns the images it scored), then
-    ``compute()`` (all processes together), with ``images``, ``skipped_images`` and ``images_per_s`` summed over
-    the processes."""
+    batches, ``step(inputs, targets, run)`` on each batch that holds an image (it returns the images it scored),
+    then ``compute()`` (all processes together), with ``images``, ``skipped_images`` and ``images_per_s`` summed
+    over the processes.
+
+    The step runs its model through ``run(fn, x)``: ``fn(x)`` with the images ``x`` (a tensor, or a list of them)
+    moved to ``device``, a 4-D tensor in channels-last memory if ``channels_last``, under autocast to ``amp_dtype``
+    (or under the context ``autocast()`` returns, for a task that autocasts only part of its model)."""
+    context = autocast if autocast is not None else lambda: amp_autocast(device, amp_dtype)
+
+    def run(fn: Callable[[Any], Any], x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            x = x.to(device)
+            if channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+        else:
+            x = [t.to(device) for t in x]
+        with context():
+            return fn(x)
+
     model.eval()
     seen, skipped_total, start = 0, 0, time.perf_counter()
     for inputs, targets, skipped in loader:
         skipped_total += skipped
         if len(inputs) == 0:  # every image of the batch was unreadable
             continue
-        seen += step(inputs, targets)
+        seen += step(inputs, targets, run)
     seconds = time.perf_counter() - start
     result = dict(compute())
     counts = all_reduce_sum(torch.tensor([float(seen), float(skipped_total)], device=device))

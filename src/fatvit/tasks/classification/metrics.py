@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ...distributed import all_reduce_sum
-from ..base import Metric, amp_autocast, evaluate_batches
+from ..base import Metric, Runner, evaluate_batches
 
 __all__ = ["EvalResult", "METRICS", "evaluate", "eval_transform"]
 
@@ -64,13 +64,9 @@ def evaluate(
     """
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # images, loss sum, top-1 hits, top-5 hits
 
-    def step(images: torch.Tensor, targets: torch.Tensor) -> int:
-        images, targets = images.to(device), targets.to(device)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with amp_autocast(device, amp_dtype):
-            logits = model(images)
-        logits = logits.float()
+    def step(images: torch.Tensor, targets: torch.Tensor, run: Runner) -> int:
+        logits = run(model, images).float()
+        targets = targets.to(device)
         n = len(targets)
         top1, top5 = accuracy(logits, targets, topk=(1, min(5, logits.shape[1])))  # percentages of the batch
         batch = torch.stack(
@@ -85,5 +81,5 @@ def evaluate(
         n = max(int(summed[0].item()), 1)
         return dict(top1=100.0 * summed[2].item() / n, top5=100.0 * summed[3].item() / n, loss=summed[1].item() / n)
 
-    result = evaluate_batches(model, loader, step, compute, device)
+    result = evaluate_batches(model, loader, step, compute, device, amp_dtype, channels_last)
     return EvalResult(**result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
 
@@ -13,7 +14,7 @@ from ...checkpoint import fat_interaction, load_finetune
 from ...data import Splits
 from ...errors import FatvitError, unknown_choice
 from ...models.backbone import features_autocast
-from ..base import Metric, Task, evaluate_batches, split_of
+from ..base import Metric, Runner, Task, evaluate_batches, split_of
 from ..scenes import embedded_scenes
 from .data import CocoDetection, collate_detection, detection_transform
 from .metrics import COCO_STAT_NAMES, CocoEvaluator
@@ -80,13 +81,12 @@ def evaluate_detector(
     masks = hasattr(model, "roi_heads") and model.roi_heads.has_mask()
     evaluator = CocoEvaluator(coco_gt, cat_ids, model.label_offset, ("bbox", "segm") if masks else ("bbox",))
 
-    def step(images: List[torch.Tensor], targets: List[Dict[str, Any]]) -> int:
-        with features_autocast(model, amp_dtype):
-            outputs = model([img.to(device) for img in images])
-        evaluator.update([t["image_id"] for t in targets], outputs)
+    def step(images: List[torch.Tensor], targets: List[Dict[str, Any]], run: Runner) -> int:
+        evaluator.update([t["image_id"] for t in targets], run(model, images))
         return len(images)
 
-    metrics = evaluate_batches(model, loader, step, evaluator.compute, device)
+    autocast = partial(features_autocast, model, amp_dtype)
+    metrics = evaluate_batches(model, loader, step, evaluator.compute, device, amp_dtype, autocast=autocast)
     return metrics, evaluator.text
 
 

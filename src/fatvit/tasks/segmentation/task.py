@@ -13,7 +13,7 @@ from torch import nn
 from ...checkpoint import fat_interaction, load_finetune
 from ...data import Splits
 from ...errors import FatvitError, unknown_choice
-from ..base import Metric, Task, amp_autocast, evaluate_batches
+from ..base import Metric, Runner, Task, evaluate_batches
 from ..scenes import embedded_scenes
 from .data import (
     IGNORE_INDEX,
@@ -80,18 +80,17 @@ def evaluate_segmenter(
     scored at its label map's own resolution."""
     metrics = SegmentationMetrics(num_classes, device)
 
-    def step(images: Sequence[torch.Tensor], labels: Sequence[torch.Tensor]) -> int:
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        return predict_logits(model, x, num_classes, mode, crop, stride)
+
+    def step(images: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], run: Runner) -> int:
         for image, label in zip(images, labels):
-            x = image[None].to(device)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with amp_autocast(device, amp_dtype):
-                logits = predict_logits(model, x, num_classes, mode, crop, stride)
+            logits = run(predict, image[None])
             pred = upsample_to(logits.float(), list(label.shape[-2:])).argmax(1)[0]
             metrics.update(pred, label.to(device))
         return len(images)
 
-    return evaluate_batches(model, loader, step, metrics.compute, device)
+    return evaluate_batches(model, loader, step, metrics.compute, device, amp_dtype, channels_last)
 
 
 def pixel_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, avg_non_ignore: bool = False) -> torch.Tensor:
