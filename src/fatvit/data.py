@@ -35,6 +35,7 @@ __all__ = [
     "is_image",
     "try_load_rgb",
     "load_rgb",
+    "ImageFiles",
     "SeededDataset",
     "ResumableSampler",
     "collate_skipping",
@@ -103,6 +104,25 @@ def try_load_rgb(path: str | Path) -> Tuple[Optional[Image.Image], Optional[str]
         return load_rgb(str(path)), None
     except Exception as err:  # Pillow raises many kinds for a bad file
         return None, f"{type(err).__name__}: {err}"
+
+
+class ImageFiles(Dataset):
+    """The images a predicting verb was given, read with :func:`try_load_rgb` (in loader workers, if any):
+    ``(index, transform(image), None)`` for a readable file, ``(index, None, why)`` for another. Without a
+    ``transform`` the item is the RGB image itself."""
+
+    def __init__(self, paths: Sequence[Path], transform: Optional[Callable[[Image.Image], Any]] = None) -> None:
+        self.paths = list(paths)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> Tuple[int, Any, Optional[str]]:
+        image, reason = try_load_rgb(self.paths[index])
+        if image is not None and self.transform is not None:
+            image = self.transform(image)
+        return index, image, reason
 
 
 class SeededDataset(Dataset):

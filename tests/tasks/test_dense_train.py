@@ -127,6 +127,29 @@ def test_failed_dense_predict_leaves_no_output_folder(detect_run, scenes, tmp_pa
     assert f"fatvit: skipping unreadable image {unreadable / 'x.png'}: UnidentifiedImageError: " in captured.err
 
 
+def test_dense_predict_reads_images_in_workers_as_in_this_process(detect_run, scenes, tmp_path, capsys):
+    """--workers N reads the images in loader processes: the same records in the same order, the same skip line."""
+    from fatvit.cli import main
+
+    seg = tmp_path / "seg"
+    assert main(["segment", "train", "--data", str(scenes / "ade"), "--iterations", "1", "--output", str(seg),
+                 *set_args(SEGMENT_FAST)]) == 0  # fmt: skip
+    (tmp_path / "x.png").write_bytes(b"not a png")
+    images = [*sorted(str(p) for p in (scenes / "coco" / "val").iterdir()), str(tmp_path / "x.png")]
+    for verb, ckpt in (("detect", detect_run / "last.pth"), ("segment", seg / "last.pth")):
+        capsys.readouterr()
+        runs = []
+        for workers in ("0", "2"):
+            out = tmp_path / f"{verb}{workers}"
+            argv = [verb, "predict", *images, "--checkpoint", str(ckpt), "--output", str(out), "--json"]
+            assert main([*argv, "--workers", workers]) == 0
+            captured = capsys.readouterr()
+            assert f"skipping unreadable image {tmp_path / 'x.png'}: UnidentifiedImageError" in captured.err
+            runs.append([{k: v for k, v in r.items() if k != "drawn"} for r in json.loads(captured.out)])
+            assert len(list(out.iterdir())) == 3
+        assert [r["path"] for r in runs[0]] == images[:3] and runs[0] == runs[1], verb
+
+
 def test_dense_recipes_decay_every_parameter_and_classification_keeps_timm_groups(scenes, tmp_path):
     from fatvit.tasks.classification.config import ClassifyConfig
 

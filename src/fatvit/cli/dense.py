@@ -81,6 +81,8 @@ def add_predict_options(p: argparse.ArgumentParser, settings: Sequence[str]) -> 
     p.add_argument("--checkpoint", required=True, help="a checkpoint or model.safetensors of a training run")
     p.add_argument("--output", required=True, metavar="DIR", help="folder for the drawn images (<name>.png)")
     p.add_argument("--overwrite", action="store_true", help="replace drawn images already in --output")
+    p.add_argument("--workers", type=non_negative_int, default=0, metavar="N",
+                   help="image reading processes (default: 0, images read in this process)")  # fmt: skip
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--ema", action="store_true", help="use the EMA weights of a training checkpoint")
     add_settings_option(p, settings)
@@ -138,20 +140,29 @@ def drawing_folder(output: str) -> Iterator[Path]:
             out.rmdir()
 
 
+def _as_read(item: tuple) -> tuple:
+    return item
+
+
 def predict_each(
-    pairs: Sequence[tuple], output: str, predict: Callable[[Path, Any, Path], Dict[str, Any]]
+    pairs: Sequence[tuple], output: str, predict: Callable[[Path, Any, Path], Dict[str, Any]], workers: int = 0
 ) -> List[Dict[str, Any]]:
     """The loop of a drawing ``predict`` sub-verb over the (image, drawn image) pairs of :func:`output_paths`:
-    ``predict(path, image, drawn)`` on each readable image (``image`` read once, as RGB), which draws it as
-    ``drawn`` in the folder ``output`` and returns its record. An unreadable file is reported in one line and
-    skipped; no readable image at all is an error (and leaves no output folder behind)."""
-    from ..data import try_load_rgb
+    ``predict(path, image, drawn)`` on each readable image (``image`` read once, as RGB, by ``workers`` loader
+    processes or this one), which draws it as ``drawn`` in the folder ``output`` and returns its record. An
+    unreadable file is reported in one line and skipped; no readable image at all is an error (and leaves no
+    output folder behind)."""
+    from torch.utils.data import DataLoader
+
+    from ..data import ImageFiles, loader_workers
     from .format import report_skip
 
     records = []
+    reads = DataLoader(ImageFiles([path for path, _ in pairs]), batch_size=None, collate_fn=_as_read,
+                       num_workers=loader_workers(workers))  # fmt: skip
     with drawing_folder(output):  # removed again if nothing is drawn
-        for path, drawn in pairs:
-            image, reason = try_load_rgb(path)
+        for index, image, reason in reads:
+            path, drawn = pairs[index]
             if image is None:
                 report_skip(path, reason)
                 continue

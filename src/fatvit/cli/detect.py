@@ -164,7 +164,7 @@ def run_predict(args: argparse.Namespace) -> int:
             for lab, s, box in found
         ])  # fmt: skip
 
-    records = predict_each(pairs, args.output, predict)
+    records = predict_each(pairs, args.output, predict, args.workers)
     if args.json:
         print(json.dumps(records, indent=2))
         return 0

@@ -152,7 +152,7 @@ def run_predict(args: argparse.Namespace) -> int:
         shares = class_shares(class_map, len(classes))
         return dict(path=str(path), drawn=str(drawn), classes={classes[c]: round(n, 4) for c, n in shares.items()})
 
-    records = predict_each(pairs, args.output, predict)
+    records = predict_each(pairs, args.output, predict, args.workers)
     if args.json:
         print(json.dumps(records, indent=2))
     else:

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ...checkpoint import PathLike
-from ...data import EXTENSIONS, loader_workers, try_load_rgb
+from ...data import EXTENSIONS, ImageFiles, loader_workers
 from ...distributed import pick_device
 from ...errors import FatvitError
 from .inference import Classifier, load_classifier
@@ -62,21 +62,6 @@ def find_images(inputs: Iterable[PathLike]) -> List[Path]:
     if not found:
         raise FatvitError("no images given")
     return found
-
-
-class _ImageFiles(Dataset):
-    """(index, tensor, None) for a readable image, (index, None, reason) for an unreadable one."""
-
-    def __init__(self, paths: Sequence[Path], transform: Callable[[Any], torch.Tensor]) -> None:
-        self.paths = paths
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> Tuple[int, Optional[torch.Tensor], Optional[str]]:
-        img, reason = try_load_rgb(self.paths[index])
-        return index, (self.transform(img) if img is not None else None), reason
 
 
 def _collate(batch: Sequence[Tuple[int, Optional[torch.Tensor], Optional[str]]]):  # noqa: ANN202
@@ -136,7 +121,7 @@ def predict(
     net = classifier.model.to(run_device).eval()
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
-    loader = DataLoader(_ImageFiles(paths, classifier.transform), batch_size=batch_size,
+    loader = DataLoader(ImageFiles(paths, classifier.transform), batch_size=batch_size,
                         num_workers=loader_workers(workers),
                         collate_fn=_collate)  # fmt: skip
     records: List[Record] = []
