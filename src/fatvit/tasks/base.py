@@ -82,7 +82,7 @@ def evaluate_batches(
     device: torch.device,
     amp_dtype: Optional[torch.dtype] = None,
     channels_last: bool = False,
-    autocast: Optional[Callable[[], ContextManager[Any]]] = None,
+    autocast: Optional[Callable[[nn.Module, torch.device, Optional[torch.dtype]], ContextManager[Any]]] = None,
 ) -> Dict[str, Any]:
     """The evaluation every task runs: ``model`` in eval mode over ``loader``'s ``(inputs, targets, skipped)``
     batches, ``step(inputs, targets, run)`` on each batch that holds an image (it returns the images it scored),
@@ -91,8 +91,8 @@ def evaluate_batches(
 
     The step runs its model through ``run(fn, x)``: ``fn(x)`` with the images ``x`` (a tensor, or a list of them)
     moved to ``device``, a 4-D tensor in channels-last memory if ``channels_last``, under autocast to ``amp_dtype``
-    (or under the context ``autocast()`` returns, for a task that autocasts only part of its model)."""
-    context = autocast if autocast is not None else lambda: amp_autocast(device, amp_dtype)
+    over the whole model, or under ``autocast(model, device, amp_dtype)`` for a task that autocasts only part of
+    its model (the policy its :meth:`Task.autocast` trains with)."""
 
     def run(fn: Callable[[Any], Any], x: Any) -> Any:
         if isinstance(x, torch.Tensor):
@@ -101,7 +101,7 @@ def evaluate_batches(
                 x = x.contiguous(memory_format=torch.channels_last)
         else:
             x = [t.to(device) for t in x]
-        with context():
+        with amp_autocast(device, amp_dtype) if autocast is None else autocast(model, device, amp_dtype):
             return fn(x)
 
     model.eval()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from functools import partial
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
 
@@ -65,6 +64,12 @@ def to_device(images: List[torch.Tensor], targets: List[Dict[str, Any]], device:
     return images, moved
 
 
+def detector_autocast(model: nn.Module, device: torch.device, dtype: Optional[torch.dtype]) -> ContextManager[Any]:
+    """A detector's mixed precision, as mmdet's fp16: the backbone and neck in ``dtype``; anchors, losses, box
+    decoding and NMS in float32 (:func:`fatvit.models.backbone.features_autocast`)."""
+    return features_autocast(model, dtype)
+
+
 @torch.no_grad()
 def evaluate_detector(
     model: nn.Module,
@@ -85,8 +90,7 @@ def evaluate_detector(
         evaluator.update([t["image_id"] for t in targets], run(model, images))
         return len(images)
 
-    autocast = partial(features_autocast, model, amp_dtype)
-    metrics = evaluate_batches(model, loader, step, evaluator.compute, device, amp_dtype, autocast=autocast)
+    metrics = evaluate_batches(model, loader, step, evaluator.compute, device, amp_dtype, autocast=detector_autocast)
     return metrics, evaluator.text
 
 
@@ -162,9 +166,7 @@ class DetectionTask(Task):
         losses = model(inputs, targets)
         return sum(losses.values())
 
-    def autocast(self, model: nn.Module, device: torch.device, dtype: Optional[torch.dtype]) -> ContextManager[Any]:
-        # mmdet's fp16: the backbone and neck in the low dtype, anchors, losses and box decoding in float32
-        return features_autocast(model, dtype)
+    autocast = staticmethod(detector_autocast)
 
     def evaluate(
         self, model: nn.Module, loader: Any, device: torch.device, amp_dtype: Optional[torch.dtype], channels_last: bool
