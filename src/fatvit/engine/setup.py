@@ -99,9 +99,12 @@ class TrainModels:
     model: nn.Module
     train_model: nn.Module
     ema: Optional[ModelEmaV3]
-    #: SyncBatchNorm (DDP on GPUs); without it, the processes' statistics are averaged (:meth:`sync_batchnorm`)
-    sync_bn: bool
     dist: DistInfo
+
+    @property
+    def sync_bn(self) -> bool:
+        """SyncBatchNorm (DDP on GPUs); without it, the processes' statistics are averaged (:meth:`sync_batchnorm`)."""
+        return self.dist.distributed and self.dist.device.type == "cuda"
 
     def sync_batchnorm(self) -> None:
         """Without SyncBatchNorm (DDP on CPUs) average the BatchNorm statistics of the processes, so that every
@@ -126,24 +129,23 @@ def wrap_model(model: nn.Module, cfg: RunConfig, dist: DistInfo, find_unused_par
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None
-    train_model: nn.Module = model
-    sync_bn = dist.distributed and device.type == "cuda"
+    models = TrainModels(model, model, ema, dist)  # train_model is wrapped below, as cfg asks
     if dist.distributed:
-        if sync_bn:
-            train_model = nn.SyncBatchNorm.convert_sync_batchnorm(train_model)
+        if models.sync_bn:
+            models.train_model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         elif dist.is_main:
             _log.info(
                 "SyncBatchNorm needs GPUs in PyTorch: BatchNorm statistics on %s are averaged over the "
                 "processes before each evaluation and checkpoint", device,
             )  # fmt: skip
-        train_model = DistributedDataParallel(
-            train_model,
+        models.train_model = DistributedDataParallel(
+            models.train_model,
             device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=find_unused_parameters,
         )
     if cfg.compile:
-        train_model = torch.compile(train_model)
-    return TrainModels(model, train_model, ema, sync_bn, dist)
+        models.train_model = torch.compile(models.train_model)
+    return models
 
 
 @dataclass
