@@ -292,6 +292,39 @@ def detect_run(scenes, tmp_path_factory) -> Path:
     return run
 
 
+def mixed_orientation_coco(scenes: Path, root: Path, extra: int = 32) -> Path:
+    """The scenes' COCO set with landscape and portrait images alternating: each scene pasted at the top left of a
+    canvas ``extra`` pixels wider (even images) or taller (odd ones), its boxes and polygons unchanged (RLE masks
+    padded). Its root."""
+    import numpy as np
+    from PIL import Image
+    from pycocotools import mask as mask_utils
+
+    rng = np.random.default_rng(0)
+    (root / "annotations").mkdir(parents=True)
+    for split in ("train", "val"):
+        coco = json.loads((scenes / f"coco/annotations/instances_{split}.json").read_text())
+        (root / split).mkdir()
+        for i, info in enumerate(coco["images"]):
+            scene = Image.open(scenes / "coco" / split / info["file_name"]).convert("RGB")
+            w, h = scene.size
+            size = (w + extra, h) if i % 2 == 0 else (w, h + extra)
+            canvas = Image.fromarray(rng.integers(0, 90, (size[1], size[0], 3), dtype=np.uint8))
+            canvas.paste(scene, (0, 0))
+            canvas.save(root / split / info["file_name"])
+            info.update(width=size[0], height=size[1])
+            for ann in coco["annotations"]:
+                seg = ann.get("segmentation")
+                if ann["image_id"] == info["id"] and isinstance(seg, dict):
+                    rle = mask_utils.frPyObjects(seg, h, w) if isinstance(seg["counts"], list) else seg
+                    mask = np.zeros((size[1], size[0]), np.uint8)
+                    mask[:h, :w] = mask_utils.decode(rle)
+                    encoded = mask_utils.encode(np.asfortranarray(mask))
+                    ann["segmentation"] = dict(size=encoded["size"], counts=encoded["counts"].decode("ascii"))
+        (root / f"annotations/instances_{split}.json").write_text(json.dumps(coco))
+    return root
+
+
 def quiet_coco(path: Path):
     """pycocotools' COCO index of ``path``, without its prints."""
     import contextlib

@@ -84,6 +84,12 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str) -> None:
                            "coco_retinanet_1x, or coco_mask_rcnn_1x for a mask_rcnn model,")  # fmt: skip
     parsers["train"].set_defaults(run=run_train, unknown_hints=UNKNOWN_HINTS)
     add_eval_options(parsers["eval"], DATA_HELP, SETTINGS)
+    parsers["eval"].add_argument(
+        "--padded-batches", action="store_true",
+        help="run each batch as one forward, its images padded to the largest (faster with mixed sizes; FAT's "
+        "global norm and attention then see the padding, so an image's detections depend on the images batched "
+        "with it). Default: one forward per image size in a batch, each image scored as alone",
+    )  # fmt: skip
     parsers["eval"].set_defaults(run=run_eval)
     add_predict_options(parsers["predict"], SETTINGS)
     parsers["predict"].add_argument("--score-threshold", type=float, default=0.5, metavar="SCORE",
@@ -127,6 +133,7 @@ def run_eval(args: argparse.Namespace) -> int:
         args.ema,
         args.amp,
         settings,
+        args.padded_batches,
     )
     if args.json:
         print(json.dumps({k: (None if v != v else v) for k, v in metrics.items()}, indent=2))

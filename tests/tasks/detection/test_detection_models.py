@@ -79,15 +79,17 @@ def test_retinanet_p7_is_a_conv_of_p6_without_relu():
 
 @pytest.mark.parametrize("name", ["retinanet_fat_b0", "mask_rcnn_fat_b0"])
 def test_bf16_autocast_decodes_boxes_in_float32(name):
-    """Under bf16 the backbone and neck run in bf16, and everything after them in float32: given the same
+    """Under bf16 (a user's own ``torch.autocast`` or the engine's policy) the backbone and neck run in bf16, and everything after them in float32: given the same
     (bf16-computed) features, the boxes are those of the float32 path exactly."""
     torch.manual_seed(0)
     model = build_detector(name, num_classes=3, min_size=128, max_size=128, score_thresh=0.0).eval()
     images = [torch.rand(3, 120, 131)]
     with torch.no_grad():
-        with torch.autocast("cpu", dtype=torch.bfloat16):  # plain autocast rounds the boxes to bf16
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # a user's own autocast: the detector keeps it to the neck
             (plain,) = model(images)
-        assert plain["boxes"].dtype == torch.bfloat16
+            assert model.backbone.amp_dtype is None  # restored after the forward
+        assert plain["boxes"].dtype == plain["scores"].dtype == torch.float32
+        assert not torch.equal(plain["boxes"], plain["boxes"].bfloat16().float())  # not on bf16's grid
         captured = {}
         hook = model.backbone.register_forward_hook(lambda m, i, o: captured.update(maps=o))
         with features_autocast(model, torch.bfloat16):
@@ -105,6 +107,7 @@ def test_bf16_autocast_decodes_boxes_in_float32(name):
         (fp32,) = model(images)
     for key in mixed:
         assert torch.equal(mixed[key], fp32[key]), key
+        assert torch.equal(plain[key], mixed[key]), key  # the user's autocast is the engine's policy
 
 
 def test_mask_rcnn_roi_align_is_aligned_with_adaptive_sampling():
@@ -173,3 +176,30 @@ def test_mask_rcnn_box_head_loss_is_l1_and_smooth_l1_is_torchvision_s():
         if key != "loss_box_reg":
             torch.testing.assert_close(l1[key], theirs[key])
     assert not torch.allclose(l1["loss_box_reg"], smooth["loss_box_reg"])
+
+
+@pytest.mark.parametrize("name", ["retinanet_fat_b0", "mask_rcnn_fat_b0"])
+def test_evaluation_scores_an_image_as_alone_beside_a_differently_shaped_partner(name, monkeypatch):
+    """evaluate_detector runs the images of a batch one size at a time: a landscape image's detections (boxes,
+    scores, labels, masks) are those it gets alone, also with a portrait partner; one padded forward changes them."""
+    from fatvit.tasks.detection import task
+
+    torch.manual_seed(0)
+    model = build_detector(name, num_classes=3, min_size=64, max_size=96, score_thresh=0.0).eval()
+    landscape, portrait = torch.rand(3, 64, 96), torch.rand(3, 96, 64)
+    seen = []
+    monkeypatch.setattr(task.CocoEvaluator, "update", lambda self, ids, outputs: seen.append(outputs))
+    monkeypatch.setattr(task.CocoEvaluator, "compute", lambda self: {})
+    batches = [([landscape, portrait], [dict(image_id=i) for i in range(2)], 0)]
+    for padded in (False, True):
+        task.evaluate_detector(model, batches, None, [1, 2, 3], torch.device("cpu"), padded_batches=padded)
+    (grouped, padded) = seen
+    with torch.no_grad():
+        alone = [model([image])[0] for image in (landscape, portrait)]
+    assert len(alone[0]["boxes"]) > 10
+    for output, expected in zip(grouped, alone):
+        assert output.keys() == expected.keys()
+        for key in expected:
+            assert torch.equal(output[key], expected[key]), key
+    assert padded[0]["boxes"].shape != alone[0]["boxes"].shape or not torch.allclose(padded[0]["boxes"],
+                                                                                        alone[0]["boxes"])

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import DETECT_FAST, cli_error, set_args
+from conftest import DETECT_FAST, cli_error, mixed_orientation_coco, set_args
 from fatvit.config import load_config
 from fatvit.engine import Trainer
 from fatvit.models.backbone import features_autocast
@@ -183,6 +183,32 @@ def test_bf16_training_evaluates_in_float32_boxes_as_detect_eval_does(detect_run
         (out,) = detect_images(model, [image])
     assert out["boxes"].dtype == torch.float32 and len(out["boxes"])
     assert "bf16" in cli_error(capsys, [*argv, "--amp", "bf17"])
+
+
+def test_detections_of_mixed_orientations_do_not_depend_on_the_batch(scenes, tmp_path, capsys):
+    """Landscape and portrait images read 1, 2 or 3 at a time score the same, in the run's own evaluation and in
+    ``detect eval``; ``--padded-batches`` (one padded forward per batch) changes them, since FAT's GroupNorm(1, C)
+    and global attention see the padding."""
+    from fatvit.cli import main
+
+    data, run = mixed_orientation_coco(scenes, tmp_path / "mixed"), tmp_path / "run"
+    sizes = ["max_size=96", "score_thresh=0.0"]  # landscape 64x96 and portrait 96x64 kept; every box scored
+    assert main(["detect", "train", "--data", str(data), "--iterations", "1", "--output", str(run), "--json",
+                 *set_args([*DETECT_FAST, *sizes, "model=retinanet_fat_b0"])]) == 0  # fmt: skip
+    trained = json.loads(capsys.readouterr().out)["final_metrics"]
+    argv = ["detect", "eval", "--checkpoint", str(run / "model.safetensors"), "--data", str(data), "--json",
+            *set_args(sizes)]  # fmt: skip
+    results = {}
+    for extra in (["--batch-size", "1"], [], ["--batch-size", "3"], ["--padded-batches", "--batch-size", "3"]):
+        assert main([*argv, *extra]) == 0
+        metrics = json.loads(capsys.readouterr().out)
+        results[" ".join(extra)] = {k: v for k, v in metrics.items() if k in trained}
+    alone = results.pop("--batch-size 1")
+    assert alone["bbox_AP"] > 0
+    padded = results.pop("--padded-batches --batch-size 3")
+    assert padded != alone
+    for metrics in [trained, *results.values()]:
+        assert metrics == pytest.approx(alone, abs=1e-9, nan_ok=True)
 
 
 def test_detection_training_leaves_out_empty_images_and_groups_batches_by_aspect_ratio(scenes, tmp_path, caplog):

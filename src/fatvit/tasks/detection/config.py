@@ -49,6 +49,10 @@ class DetectConfig(DenseConfig):
     p7_relu: bool = False  # RetinaNet: a ReLU between P6 and P7 (torchvision's); false: mmdet's on_input
     detections_per_img: int = 100
     score_thresh: float = 0.05  # detections scoring less are dropped before NMS (mmdet's and torchvision's 0.05)
+    # validation: run each batch as one forward padded to its largest image (faster with mixed sizes, but FAT's
+    # GroupNorm(1, C) and global attention then see the padding: an image's detections depend on its partners);
+    # false: one forward per image size in the batch, each image scored as alone
+    pad_eval_batches: bool = False
 
     def check(self) -> None:
         super().check()

@@ -57,10 +57,12 @@ def evaluate_checkpoint(
     use_ema: bool = False,
     amp: str = "none",
     settings: Optional[Dict[str, Any]] = None,
+    padded_batches: bool = False,
 ) -> Tuple[Dict[str, Any], str]:
     """COCO AP of the detector in ``path`` on a split of ``data`` (default: the embedded scenes), and
     COCOeval's tables as text. ``amp`` as a training config's (none: float32): the backbone and neck run in
-    its dtype, the rest in float32, as in training.
+    its dtype, the rest in float32, as in training. Each image is scored as alone, whatever ``batch_size``,
+    unless ``padded_batches`` (see :func:`fatvit.tasks.detection.task.evaluate_detector`).
 
     Raises:
         FatvitError: the data's categories (ids or names) are not the ones the detector was trained on.
@@ -91,4 +93,6 @@ def evaluate_checkpoint(
         ResumableSampler(len(dataset), shuffle=False, pad=False), batch_size, workers, drop_last=False,
         collate_fn=collate_detection,
     )  # fmt: skip
-    return evaluate_detector(model, loader, dataset.coco, dataset.cat_ids, dev, resolve_amp(amp, dev))
+    return evaluate_detector(
+        model, loader, dataset.coco, dataset.cat_ids, dev, resolve_amp(amp, dev), padded_batches
+    )

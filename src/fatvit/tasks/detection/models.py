@@ -19,19 +19,48 @@ figures.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional
 
+import torch
 from torch import nn
 from torchvision.models.detection import MaskRCNN, RetinaNet
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from ...catalog import DETECTORS
 from ...errors import FatvitError, unknown_choice
-from ...models.backbone import FPNFeatures, LastLevelP6P7FromC5, StageFeatures, load_backbone_weights
+from ...models.backbone import FPNFeatures, LastLevelP6P7FromC5, StageFeatures, features_autocast, load_backbone_weights
 from .config import BOX_LOSSES
 from .rcnn import mmdet_two_stages
 
-__all__ = ["DETECTORS", "build_detector", "detector_names"]
+__all__ = ["DETECTORS", "build_detector", "detector_names", "FP32HeadsRetinaNet", "FP32HeadsMaskRCNN"]
+
+
+class FP32Heads:
+    """A torchvision detector whose forward keeps an active autocast to the backbone and neck.
+
+    Under ``with torch.autocast(device, dtype=...): model(images)``, the way most
+    inference code runs a model in mixed precision, a plain torchvision detector
+    builds anchors, decodes boxes and rescales them to the image in the
+    autocast dtype (bf16 boxes on bf16's grid). Here the backbone and neck run in
+    that dtype and everything after them in float32
+    (:func:`fatvit.models.backbone.features_autocast`), as fatvit's engine runs them.
+    """
+
+    def forward(self, images: List[torch.Tensor], targets: Optional[List[Dict[str, torch.Tensor]]] = None) -> Any:
+        device_type = images[0].device.type if len(images) else "cpu"
+        if not torch.is_autocast_enabled(device_type):
+            return super().forward(images, targets)
+        with features_autocast(self, torch.get_autocast_dtype(device_type)):
+            return super().forward(images, targets)
+
+
+class FP32HeadsRetinaNet(FP32Heads, RetinaNet):
+    """torchvision's RetinaNet whose heads and box decoding stay in float32 under autocast (:class:`FP32Heads`)."""
+
+
+class FP32HeadsMaskRCNN(FP32Heads, MaskRCNN):
+    """torchvision's Mask R-CNN whose RPN, RoI heads and box decoding stay in float32 under autocast
+    (:class:`FP32Heads`)."""
 
 
 def detector_names() -> list[str]:
@@ -81,12 +110,12 @@ def build_detector(
     if cfg.head == "retinanet":
         stages = StageFeatures(cfg.backbone, (1, 2, 3), **kwargs)
         neck = FPNFeatures(stages, 256, LastLevelP6P7FromC5(stages.out_channels[-1], 256, p7_relu))
-        model: nn.Module = RetinaNet(neck, num_classes=num_classes, score_thresh=score_thresh, **common)
+        model: nn.Module = FP32HeadsRetinaNet(neck, num_classes=num_classes, score_thresh=score_thresh, **common)
         model.label_offset = 0
     else:
         stages = StageFeatures(cfg.backbone, (0, 1, 2, 3), **kwargs)
         neck = FPNFeatures(stages, 256, LastLevelMaxPool())
-        model = MaskRCNN(neck, num_classes=num_classes + 1, box_detections_per_img=detections_per_img,
+        model = FP32HeadsMaskRCNN(neck, num_classes=num_classes + 1, box_detections_per_img=detections_per_img,
                          box_score_thresh=score_thresh, min_size=min_size, max_size=max_size)  # fmt: skip
         model = mmdet_two_stages(model, box_loss, rpn_post_nms_train, aligned_roi)
         model.label_offset = 1

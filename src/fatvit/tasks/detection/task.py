@@ -19,7 +19,7 @@ from .data import CocoDetection, collate_detection, detection_transform
 from .metrics import COCO_STAT_NAMES, CocoEvaluator
 from .models import DETECTORS, build_detector
 
-__all__ = ["DetectionTask", "coco_split", "CLASS_LAYERS"]
+__all__ = ["DetectionTask", "coco_split", "CLASS_LAYERS", "evaluate_detector", "same_size_groups"]
 
 _log = logging.getLogger("fatvit.train")
 
@@ -70,6 +70,17 @@ def detector_autocast(model: nn.Module, device: torch.device, dtype: Optional[to
     return features_autocast(model, dtype)
 
 
+def same_size_groups(images: Sequence[torch.Tensor]) -> List[List[int]]:
+    """The indices of ``images`` grouped by height and width, in the order each size first appears.
+
+    A detector resizes and pads the images of one forward to a common size; images of one input size need no
+    padding beyond their own, so each of them gets what it gets alone."""
+    groups: Dict[Tuple[int, ...], List[int]] = {}
+    for i, image in enumerate(images):
+        groups.setdefault(tuple(image.shape[-2:]), []).append(i)
+    return list(groups.values())
+
+
 @torch.no_grad()
 def evaluate_detector(
     model: nn.Module,
@@ -78,8 +89,15 @@ def evaluate_detector(
     cat_ids: Sequence[int],
     device: torch.device,
     amp_dtype: Optional[torch.dtype] = None,
+    padded_batches: bool = False,
 ) -> Tuple[Dict[str, Any], str]:
     """COCO AP of ``model`` over ``loader`` (all processes together), and COCOeval's tables as text.
+
+    Each forward takes the images of a batch that share one size (:func:`same_size_groups`), so that an image's
+    detections do not depend on the images read with it: FAT's ``GroupNorm(1, C)`` normalises over every pixel of
+    the padded batch and FASA's global attention attends to padded tokens, so padding an image to a larger
+    partner's size changes its detections. ``padded_batches`` runs each batch as one forward instead, padded to
+    its largest image (torchvision's way; faster with mixed sizes, but an image's result depends on its partners).
 
     ``amp_dtype`` runs the backbone and neck in that dtype; the heads, box decoding and NMS run in float32
     (:func:`fatvit.models.backbone.features_autocast`)."""
@@ -87,7 +105,11 @@ def evaluate_detector(
     evaluator = CocoEvaluator(coco_gt, cat_ids, model.label_offset, ("bbox", "segm") if masks else ("bbox",))
 
     def step(images: List[torch.Tensor], targets: List[Dict[str, Any]], run: Runner) -> int:
-        evaluator.update([t["image_id"] for t in targets], run(model, images))
+        outputs: List[Any] = [None] * len(images)
+        for group in [list(range(len(images)))] if padded_batches else same_size_groups(images):
+            for i, output in zip(group, run(model, [images[i] for i in group])):
+                outputs[i] = output
+        evaluator.update([t["image_id"] for t in targets], outputs)
         return len(images)
 
     metrics = evaluate_batches(model, loader, step, evaluator.compute, device, amp_dtype, autocast=detector_autocast)
@@ -172,7 +194,7 @@ class DetectionTask(Task):
         self, model: nn.Module, loader: Any, device: torch.device, amp_dtype: Optional[torch.dtype], channels_last: bool
     ) -> Dict[str, Any]:
         val = split_of(loader)
-        return evaluate_detector(model, loader, val.coco, val.cat_ids, device, amp_dtype)[0]
+        return evaluate_detector(model, loader, val.coco, val.cat_ids, device, amp_dtype, self.cfg.pad_eval_batches)[0]
 
     def metrics(self) -> Sequence[Metric]:
         """COCO's box AP figures (and mask AP for Mask R-CNN); the log line shows AP and AP50 of each."""
