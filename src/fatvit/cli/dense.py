@@ -188,3 +188,23 @@ def save_png(image, path: Path) -> None:  # noqa: ANN001 - a uint8 CHW tensor
 
     with atomic_write(path) as f:
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(f, format="PNG")
+
+
+def trained_line(path: Any, result: Dict[str, Any]) -> str:
+    """Which weights an evaluation scored: the epoch and step ``path`` was saved at (a run's ``last.pth`` and
+    ``model.safetensors`` hold the last epoch, as the paper reports; ``best.pth`` the best one)."""
+    if result.get("epoch") is None:
+        return f"{path}: its epoch is not recorded (a file from before fatvit recorded it)"
+    return f"{path}: weights after epoch {result['epoch']} (step {result['step']})"
+
+
+def finished_line(summary: Dict[str, Any], figures: str, primary: str, title: str) -> str:
+    """A dense run's figures for its last line: the last epoch's (those of last.pth and model.safetensors), and
+    the best ``primary`` with its epoch (best.pth)."""
+    best = summary.get(f"best_{primary}")
+    if best is None or summary.get("best_epoch") is None:
+        return figures
+    return (
+        f"{figures} at the last epoch ({summary['final_epoch']}, last.pth); best {title} {best:.3f} at epoch "
+        f"{summary['best_epoch']} (best.pth)"
+    )

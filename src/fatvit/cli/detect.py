@@ -18,10 +18,12 @@ from .dense import (
     add_task_parsers,
     check_device,
     checked_file,
+    finished_line,
     model_of,
     output_paths,
     predict_each,
     save_png,
+    trained_line,
     workers_of,
 )  # fmt: skip
 from .format import render_table
@@ -113,8 +115,11 @@ def run_train(args: argparse.Namespace) -> int:
     recipe = None if args.resume else (args.config or default_recipe(args))
     return run_training(
         args, DetectConfig, recipe, "fatvit detect train",
-        lambda s: f"box AP {s['final_metrics']['bbox_AP']:.3f} AP50 {s['final_metrics']['bbox_AP50']:.3f}"
-        + (f", mask AP {s['final_metrics']['segm_AP']:.3f}" if "segm_AP" in s["final_metrics"] else ""),
+        lambda s: finished_line(
+            s, f"box AP {s['final_metrics']['bbox_AP']:.3f} AP50 {s['final_metrics']['bbox_AP50']:.3f}"
+            + (f", mask AP {s['final_metrics']['segm_AP']:.3f}" if "segm_AP" in s["final_metrics"] else ""),
+            "bbox_AP", "box AP",
+        ),
     )  # fmt: skip
 
 
@@ -143,6 +148,7 @@ def run_eval(args: argparse.Namespace) -> int:
             f"{metrics['images']} images"
             + (f", {metrics['skipped_images']} unreadable" if metrics["skipped_images"] else "")
         )
+        print(trained_line(args.checkpoint, metrics))
     return 0
 
 

@@ -18,9 +18,11 @@ from .dense import (
     add_task_parsers,
     check_device,
     checked_file,
+    finished_line,
     output_paths,
     predict_each,
     save_png,
+    trained_line,
     workers_of,
 )
 from .format import render_table
@@ -102,7 +104,7 @@ def run_train(args: argparse.Namespace) -> int:
     recipe = None if args.resume else (args.config or ("ade20k_semantic_fpn" if given_data else "digit_scenes_segment"))
     return run_training(
         args, SegmentConfig, recipe, "fatvit segment train",
-        lambda s: f"mIoU {s['final_metrics']['mIoU']:.3f} (best {s['best_mIoU']:.3f})",
+        lambda s: finished_line(s, f"mIoU {s['final_metrics']['mIoU']:.3f}", "mIoU", "mIoU"),
     )  # fmt: skip
 
 
@@ -128,6 +130,7 @@ def run_eval(args: argparse.Namespace) -> int:
     skipped = f", {result['skipped_images']} unreadable" if result["skipped_images"] else ""
     print(f"mIoU {_pct(result['mIoU'])}  mAcc {_pct(result['mAcc'])}  aAcc {_pct(result['aAcc'])}  "
           f"({result['images']} images{skipped})")  # fmt: skip
+    print(trained_line(args.checkpoint, result))
     return 0
 
 

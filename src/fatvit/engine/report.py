@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from .setup import Optimization
 
 __all__ = [
-    "metric_row", "metric_line", "metric_summary", "improves", "start_line", "epoch_row", "epoch_line", "run_summary",
+    "metric_row", "metric_line", "metric_summary", "best_epoch", "improves", "start_line", "epoch_row", "epoch_line",
+    "run_summary",
 ]  # fmt: skip
 
 
@@ -35,13 +36,21 @@ def _number(value: Any) -> Any:
 
 
 def metric_summary(metrics: Sequence[Metric], primary: str, nested: bool, last: Dict[str, Any],
-                   best: Optional[float]) -> Dict[str, Any]:  # fmt: skip
+                   best: Optional[float], best_epoch: Optional[int] = None) -> Dict[str, Any]:  # fmt: skip
     """The metrics of ``summary.json``: the last epoch's values (from its ``metrics.csv`` row ``last``) as
-    ``final_<name>``, or all under ``final_metrics`` when ``nested``, and the best value of ``primary``."""
+    ``final_<name>``, or all under ``final_metrics`` when ``nested``, and the best value of ``primary`` with the
+    epoch that reached it. The final values are those of ``last.pth`` and ``model.safetensors`` (what the paper
+    reports: the last checkpoint), the best one that of ``best.pth``."""
     final = {m.name: _number(last.get(f"val_{m.name}")) for m in metrics if m.in_summary}
-    if nested:
-        return {"final_metrics": final if last else {}, f"best_{primary}": best}
-    return {**{f"final_{name}": value for name, value in final.items()}, f"best_{primary}": best}
+    figures = {"final_metrics": final if last else {}} if nested else {f"final_{n}": v for n, v in final.items()}
+    return {**figures, "final_epoch": last.get("epoch"), f"best_{primary}": best, "best_epoch": best_epoch}
+
+
+def best_epoch(history: Sequence[Dict[str, Any]], primary: str, best: Optional[float]) -> Optional[int]:
+    """The first epoch whose ``metrics.csv`` row reached ``best`` of ``primary`` (None: no best yet)."""
+    if best is None:
+        return None
+    return next((int(row["epoch"]) for row in history if row.get(f"val_{primary}") == best), None)
 
 
 def improves(metric: Metric, value: float, best: float) -> bool:
@@ -87,7 +96,8 @@ def run_summary(
     best = state.best_metric if state.history and math.isfinite(state.best_metric) else None
     return dict(
         task=task.name, model=model, finished=finished, epochs=state.epoch, steps=state.global_step,
-        **metric_summary(metrics, task.primary_metric, task.nested_summary, last, best),
+        **metric_summary(metrics, task.primary_metric, task.nested_summary, last, best,
+                         best_epoch(state.history, task.primary_metric, best)),
         **task.summary_extra(result, classes), train_seconds=round(state.train_seconds, 2), world_size=world_size,
         global_batch=global_batch, lr=lr, skipped_images=state.skipped_images,
     )  # fmt: skip

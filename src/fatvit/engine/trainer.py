@@ -125,8 +125,10 @@ class Trainer:
         return self.models.model
 
     def meta(self) -> Dict[str, Any]:
-        """The record every file of the run carries: how to rebuild and feed the model."""
-        return self.task.meta(self.model_kwargs, self.splits, self.mean, self.std, self.model)
+        """The record every file of the run carries: how to rebuild and feed the model, and how far it was
+        trained (``epoch``: epochs completed; ``step``: optimizer steps)."""
+        record = self.task.meta(self.model_kwargs, self.splits, self.mean, self.std, self.model)
+        return {**record, "epoch": self.state.epoch, "step": self.state.global_step}
 
     def save(self, name: str) -> Optional[Path]:
         """Write ``name``.pth (rank 0). Under DDP on CPUs the BatchNorm statistics must be averaged first."""
@@ -149,31 +151,33 @@ class Trainer:
         bar = tqdm(loader, total=total, desc=f"epoch {state.epoch + 1}/{data.num_epochs}", leave=False,
                    disable=not self.dist.is_main, dynamic_ncols=True, file=sys.stderr)  # fmt: skip
         seen, start = 0, time.perf_counter()
-        for inputs, targets, skipped in bar:  # the sampler yields exactly the epoch's remaining batches
-            state.skipped_images += skipped
-            if skipped:
-                _log.warning("%d unreadable image(s) skipped so far", state.skipped_images)
-            inputs, targets = self.task.prepare_batch(inputs, targets, self.device, cfg.channels_last)
-            n = self.task.batch_size_of(targets)
-            state.batches_done += 1
-            if n == 0:  # every (usable) image of the batch was unreadable
-                continue
-            loss = self._train_micro_batch(inputs, targets, n)
-            seen += n
-            if state.batches_done % cfg.accum_steps == 0:
-                self._optimizer_step(loss)
-                rate = seen * self.dist.world_size / max(time.perf_counter() - start, 1e-9)
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.opt.current_lr():.2e}", img_s=f"{rate:.1f}")
-                if self.max_steps is not None and state.global_step >= self.max_steps:
-                    state.add_time(start)
-                    return False
-                if state.global_step >= data.total_steps:  # the run's iterations end inside this epoch
-                    break
-                if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0:
-                    start = state.add_time(start)  # the checkpoint records the time so far
-                    self.models.sync_batchnorm()
-                    self.save("last")
-        bar.close()
+        try:  # closed before any error reaches the user, so that the error line is the last one
+            for inputs, targets, skipped in bar:  # the sampler yields exactly the epoch's remaining batches
+                state.skipped_images += skipped
+                if skipped:
+                    _log.warning("%d unreadable image(s) skipped so far", state.skipped_images)
+                inputs, targets = self.task.prepare_batch(inputs, targets, self.device, cfg.channels_last)
+                n = self.task.batch_size_of(targets)
+                state.batches_done += 1
+                if n == 0:  # every (usable) image of the batch was unreadable
+                    continue
+                loss = self._train_micro_batch(inputs, targets, n)
+                seen += n
+                if state.batches_done % cfg.accum_steps == 0:
+                    self._optimizer_step(loss)
+                    rate = seen * self.dist.world_size / max(time.perf_counter() - start, 1e-9)
+                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.opt.current_lr():.2e}", img_s=f"{rate:.1f}")
+                    if self.max_steps is not None and state.global_step >= self.max_steps:
+                        state.add_time(start)
+                        return False
+                    if state.global_step >= data.total_steps:  # the run's iterations end inside this epoch
+                        break
+                    if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0:
+                        start = state.add_time(start)  # the checkpoint records the time so far
+                        self.models.sync_batchnorm()
+                        self.save("last")
+        finally:
+            bar.close()
         state.add_time(start)
         return True
 

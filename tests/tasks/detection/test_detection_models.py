@@ -79,8 +79,9 @@ def test_retinanet_p7_is_a_conv_of_p6_without_relu():
 
 @pytest.mark.parametrize("name", ["retinanet_fat_b0", "mask_rcnn_fat_b0"])
 def test_bf16_autocast_decodes_boxes_in_float32(name):
-    """Under bf16 (a user's own ``torch.autocast`` or the engine's policy) the backbone and neck run in bf16, and everything after them in float32: given the same
-    (bf16-computed) features, the boxes are those of the float32 path exactly."""
+    """Under bf16 (a user's own ``torch.autocast`` or the engine's policy) the backbone and neck run in bf16, and
+    everything after them in float32: given the same (bf16-computed) features, the boxes are those of the float32
+    path exactly."""
     torch.manual_seed(0)
     model = build_detector(name, num_classes=3, min_size=128, max_size=128, score_thresh=0.0).eval()
     images = [torch.rand(3, 120, 131)]
@@ -201,5 +202,6 @@ def test_evaluation_scores_an_image_as_alone_beside_a_differently_shaped_partner
         assert output.keys() == expected.keys()
         for key in expected:
             assert torch.equal(output[key], expected[key]), key
-    assert padded[0]["boxes"].shape != alone[0]["boxes"].shape or not torch.allclose(padded[0]["boxes"],
-                                                                                        alone[0]["boxes"])
+    assert padded[0]["boxes"].shape != alone[0]["boxes"].shape or not torch.allclose(
+        padded[0]["boxes"], alone[0]["boxes"]
+    )

@@ -68,15 +68,18 @@ def test_detect_commands(scenes, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary == json.loads((run / "summary.json").read_text())
     assert summary["task"] == "detect" and summary["steps"] == 4
+    assert summary["final_epoch"] == summary["best_epoch"] == 1  # last.pth's figures, and best.pth's epoch
     for checkpoint in (run / "last.pth", run / "model.safetensors"):
         assert main(["detect", "eval", "--checkpoint", str(checkpoint), "--data", str(scenes / "coco"), "--json"]) == 0
         result = json.loads(capsys.readouterr().out)
+        assert (result["epoch"], result["step"]) == (1, 4)  # how far the file's weights were trained
         for key, value in summary["final_metrics"].items():  # the same figures as the run's own evaluation
             assert result[key] == pytest.approx(value, abs=1e-6) if value is not None else result[key] is None, key
         assert result["images"] == 3
     assert main(["detect", "eval", "--checkpoint", str(run / "last.pth"), "--data", str(scenes / "coco")]) == 0
     out = capsys.readouterr().out
     assert "bbox:" in out and "segm:" in out and "Average Precision  (AP) @[ IoU=0.50:0.95" in out
+    assert out.splitlines()[-1] == f"{run / 'last.pth'}: weights after epoch 1 (step 4)"
     images = scenes / "coco" / "val"
     drawn = tmp_path / "drawn"
     argv = ["detect", "predict", str(images), "--checkpoint", str(run / "last.pth"), "--output", str(drawn),
@@ -136,6 +139,41 @@ def test_detect_eval_data_errors_are_one_line_with_loader_workers(detect_run, sc
     plain = cli_error(capsys, argv)
     assert plain.endswith(f"is 50x40 but {data / 'annotations/instances_val.json'} says 64x64")
     assert cli_error(capsys, [*argv, "--workers", "1"]) == plain
+
+
+@pytest.mark.parametrize("where", ["loader worker", "step"])
+def test_a_training_error_is_the_last_line_printed(where, scenes, tmp_path, capsys, monkeypatch):
+    """The progress bar is closed before an error reaches the user, whether a loader worker raised it (a training
+    image of another size than its record) or the step did: the error line ends stderr."""
+    import gc
+
+    from fatvit.cli import main
+    from fatvit.errors import FatvitError
+    from fatvit.tasks.detection.task import DetectionTask
+
+    data = _copy_coco(scenes, tmp_path)
+    if where == "loader worker":
+        for image in sorted((data / "train").iterdir())[-2:]:
+            Image.new("RGB", (50, 40)).save(image)  # the JSON says 64x64
+        expected = "is 50x40 but"
+    else:
+        calls = []
+
+        def loss(self, model, inputs, targets):
+            calls.append(1)
+            if len(calls) > 1:
+                raise FatvitError("a box of the second batch is bad")
+            return sum(model(inputs, targets).values())
+
+        monkeypatch.setattr(DetectionTask, "loss", loss)
+        expected = "a box of the second batch is bad"
+    argv = ["detect", "train", "--data", str(data), "--epochs", "1", "--output", str(tmp_path / "run"),
+            "--workers", "1", *set_args(DETECT_FAST)]  # fmt: skip
+    assert main(argv) == 1
+    gc.collect()  # a bar left open prints its last state when it is collected
+    err = capsys.readouterr().err
+    last = err.splitlines()[-1]
+    assert last.startswith("fatvit: error: ") and expected in last and err.endswith(last + "\n"), repr(err[-300:])
 
 
 def test_a_run_failing_before_its_first_checkpoint_removes_what_it_wrote(scenes, tmp_path, capsys):

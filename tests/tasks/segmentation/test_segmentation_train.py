@@ -44,8 +44,13 @@ def test_segment_commands(scenes, tmp_path, capsys):
     args = ["segment", "train", "--data", str(scenes / "ade"), "--iterations", "2", "--output", str(run),
             *set_args(SEGMENT_FAST)]  # fmt: skip
     assert main(args) == 0
-    assert "done: semantic_fpn_fat_b0 mIoU" in capsys.readouterr().out
+    done = capsys.readouterr().out
     summary = json.loads((run / "summary.json").read_text())
+    assert (summary["final_epoch"], summary["best_epoch"]) == (1, 1)
+    assert done.startswith(
+        f"done: semantic_fpn_fat_b0 mIoU {summary['final_metrics']['mIoU']:.3f} at the last epoch (1, last.pth); "
+        f"best mIoU {summary['best_mIoU']:.3f} at epoch 1 (best.pth)"
+    )
     ckpt = str(run / "last.pth")
     assert main(["segment", "eval", "--checkpoint", ckpt, "--data", str(scenes / "ade"), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -55,6 +60,7 @@ def test_segment_commands(scenes, tmp_path, capsys):
                  "--mode", "slide"]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert out.splitlines()[0].split() == ["class", "IoU", "(%)", "Acc", "(%)"] and "mIoU" in out
+    assert out.splitlines()[-1] == f"{run / 'last.pth'}: weights after epoch 1 (step 2)"
     drawn = tmp_path / "drawn"
     assert main(["segment", "predict", str(scenes / "ade/images/validation"), "--checkpoint",
                  str(run / "model.safetensors"), "--output", str(drawn)]) == 0  # fmt: skip

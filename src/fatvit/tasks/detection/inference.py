@@ -62,7 +62,8 @@ def evaluate_checkpoint(
     """COCO AP of the detector in ``path`` on a split of ``data`` (default: the embedded scenes), and
     COCOeval's tables as text. ``amp`` as a training config's (none: float32): the backbone and neck run in
     its dtype, the rest in float32, as in training. Each image is scored as alone, whatever ``batch_size``,
-    unless ``padded_batches`` (see :func:`fatvit.tasks.detection.task.evaluate_detector`).
+    unless ``padded_batches`` (see :func:`fatvit.tasks.detection.task.evaluate_detector`). The metrics' ``epoch``
+    and ``step`` say how far the file's weights were trained (None for a file from before fatvit recorded it).
 
     Raises:
         FatvitError: the data's categories (ids or names) are not the ones the detector was trained on.
@@ -93,6 +94,8 @@ def evaluate_checkpoint(
         ResumableSampler(len(dataset), shuffle=False, pad=False), batch_size, workers, drop_last=False,
         collate_fn=collate_detection,
     )  # fmt: skip
-    return evaluate_detector(
+    metrics, text = evaluate_detector(
         model, loader, dataset.coco, dataset.cat_ids, dev, resolve_amp(amp, dev), padded_batches
     )
+    metrics.update(epoch=meta.get("epoch"), step=meta.get("step"))
+    return metrics, text

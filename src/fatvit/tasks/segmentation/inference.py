@@ -48,7 +48,8 @@ def evaluate_checkpoint(
 ) -> Dict[str, Any]:
     """mIoU, mAcc, aAcc and per-class IoU of the segmenter in ``path`` on a split of ``data`` (default: the
     embedded scenes), preprocessed as the file records; ``mode`` (whole or slide) overrides the recorded one;
-    ``amp`` as a training config's (none: float32).
+    ``amp`` as a training config's (none: float32). ``epoch`` and ``step`` say how far the file's weights were
+    trained (None for a file from before fatvit recorded it).
 
     Raises:
         FatvitError: the data set's classes are not the ones the segmenter was trained on.
@@ -68,5 +69,5 @@ def evaluate_checkpoint(
         model.to(dev), loader, len(classes), dev, resolve_amp(amp, dev), False, mode or meta.get("test_mode", "whole"),
         int(meta.get("crop_size", 512)), int(meta.get("test_stride", 341)),
     )  # fmt: skip
-    result["classes"] = classes
+    result.update(classes=classes, epoch=meta.get("epoch"), step=meta.get("step"))
     return result
