@@ -267,10 +267,12 @@ def assert_resumed_as_uninterrupted(full, resumed) -> None:
 # ----- the dense tasks: digit scenes, COCO and ADE20K folders, fast recipes, one trained detector -----
 
 # a tiny backbone, small images, no workers: behaviour, not accuracy
-DETECT_FAST = [*TINY_MODEL_OVERRIDES, "min_size=64", "max_size=64", "batch_size=2", "workers=0", "log_every=1",
-               "warmup_steps=2", "lr=1e-3", "lr_base_batch=2", "decay_milestones=[1]"]  # fmt: skip
-SEGMENT_FAST = [*TINY_MODEL_OVERRIDES, "scale=[64, 64]", "crop_size=64", "test_stride=32", "batch_size=2",
-                "workers=0", "log_every=1", "lr=1e-3", "lr_base_batch=2", "warmup_steps=2"]  # fmt: skip
+# "backbone_weights=none": the tests train from random weights on their own data sets on purpose
+DETECT_FAST = [*TINY_MODEL_OVERRIDES, "backbone_weights=none", "min_size=64", "max_size=64", "batch_size=2",
+               "workers=0", "log_every=1", "warmup_steps=2", "lr=1e-3", "lr_base_batch=2",
+               "decay_milestones=[1]"]  # fmt: skip
+SEGMENT_FAST = [*TINY_MODEL_OVERRIDES, "backbone_weights=none", "scale=[64, 64]", "crop_size=64", "test_stride=32",
+                "batch_size=2", "workers=0", "log_every=1", "lr=1e-3", "lr_base_batch=2", "warmup_steps=2"]  # fmt: skip
 
 
 @pytest.fixture(scope="session")

@@ -204,7 +204,9 @@ class DenseConfig(RunConfig):
     """What the dense tasks (detection, segmentation) share: the mmdet/mmseg optimisation of FAT's configs
     (AdamW 1e-4 per 16 images, decay on every parameter, no clipping), backbone weights, flips."""
 
-    backbone_weights: Optional[str] = None  # a classification checkpoint of the backbone (fatvit's or the authors')
+    # a classification checkpoint of the backbone (fatvit's or the authors'); "none": random weights, on purpose
+    # (a run on data of your own must say one or the other, unless finetune gives the whole model)
+    backbone_weights: Optional[str] = None
     batch_size: int = 2
     lr: float = 1e-4
     lr_base_batch: int = 16
@@ -217,6 +219,33 @@ class DenseConfig(RunConfig):
     def check(self) -> None:
         super().check()
         self.need(0 <= self.hflip <= 1, "hflip", "between 0 and 1")
+
+    @property
+    def backbone_file(self) -> Optional[str]:
+        """The backbone checkpoint to load: ``backbone_weights``, None for ``none`` (or unset)."""
+        return None if self.backbone_weights in (None, "none") else self.backbone_weights
+
+    def weights_origin(self, starting: bool = True) -> str:
+        """Where the run's weights come from, for its start line. The paper always starts the backbone from
+        ImageNet weights: ``starting`` a run on data of one's own with neither ``backbone_weights`` nor
+        ``finetune`` is refused (``backbone_weights: none`` trains from random weights on purpose).
+
+        Raises:
+            FatvitError: a run starting on given data from random weights without saying so.
+        """
+        if self.finetune:
+            return f"whole model from {self.finetune}"
+        if self.backbone_file:
+            return f"backbone from {self.backbone_file}"
+        if self.data is None:
+            return "backbone from random weights, as the embedded scenes' recipe trains"
+        if self.backbone_weights is None and starting:
+            raise FatvitError(
+                "backbone_weights is not set: on data of your own the paper starts the backbone from ImageNet "
+                "weights; set it to a classification checkpoint of the backbone, or to none to train the backbone "
+                "from random weights on purpose"
+            )
+        return "backbone from random weights (backbone_weights: none)"
 
 
 def _use_instead(task: str, form: str = " (use {})") -> str:

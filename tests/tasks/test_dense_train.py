@@ -66,6 +66,7 @@ def test_dense_errors_are_one_line(scenes, tmp_path, capsys):
     ckpt = str(run / "last.pth")
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
+    scratch = ["--backbone-weights", "none"]
     cases = [
         (["detect", "eval", "--checkpoint", ckpt], "holds a 'segment' model: give a checkpoint of fatvit detect"),
         (["eval", "--checkpoint", ckpt], "holds a 'segment' model: use fatvit segment eval"),
@@ -82,10 +83,12 @@ def test_dense_errors_are_one_line(scenes, tmp_path, capsys):
         (["detect", "train", "--set", "crop_size=3"], "config key 'crop_size' is one of task 'segment'"),
         (["detect", "train", "--model", "retinanet_fat_bo"], "unknown detector 'retinanet_fat_bo'"),
         (["segment", "train", "--set", "test_mode=tiles"], "'test_mode' must be whole or slide"),
-        (["detect", "train", "--data", str(tmp_path / "nowhere")], "data folder not found"),
-        (["detect", "train", "--data", str(scenes / "ade")], "holds no COCO train split"),
-        (["segment", "train", "--data", str(scenes / "coco")], "a segmentation data set holds images/"),
-        (["segment", "train", "--data", str(scenes / "ade"), "--set", "num_classes=5"], "names 11 classes"),
+        (["detect", "train", "--data", str(tmp_path / "nowhere"), *scratch], "data folder not found"),
+        (["detect", "train", "--data", str(scenes / "ade"), *scratch], "holds no COCO train split"),
+        (["segment", "train", "--data", str(scenes / "coco"), *scratch], "a segmentation data set holds images/"),
+        (["segment", "train", "--data", str(scenes / "ade"), "--set", "num_classes=5", *scratch], "names 11 classes"),
+        (["detect", "train", "--data", str(scenes / "coco")], "backbone_weights is not set: on data of your own"),
+        (["segment", "train", "--data", str(scenes / "ade")], "or to none to train the backbone from random weights"),
         (["detect", "predict", str(tmp_path / "none.png"), "--checkpoint", ckpt, "--output", str(tmp_path / "o")],
          "not found"),
         (["segment", "eval", "--checkpoint", ckpt, "--device", "gpu"],

@@ -30,7 +30,8 @@ FLAG_HELP = {
             "none on a CPU)"),
     "seed": ("N", "the random seed"),
     "finetune": ("CKPT", "initial weights of the whole model (layers for other classes are replaced)"),
-    "backbone_weights": ("CKPT", "a classification checkpoint of the backbone (fatvit's or the authors')"),
+    "backbone_weights": ("CKPT", "a classification checkpoint of the backbone (fatvit's or the authors'), or none: "
+                         "random weights on purpose (with --data, one or the other is required unless --finetune)"),
 }  # fmt: skip
 
 #: Defaults that no recipe sets.

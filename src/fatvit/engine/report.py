@@ -12,11 +12,11 @@ from .state import TrainState
 
 if TYPE_CHECKING:
     from .loaders import RunData
-    from .setup import Optimization
+    from .setup import Optimization, TrainModels
 
 __all__ = [
     "metric_row", "metric_line", "metric_summary", "best_epoch", "improves", "start_line", "epoch_row", "epoch_line",
-    "run_summary",
+    "run_summary", "lr_scaling", "batchnorm_note",
 ]  # fmt: skip
 
 
@@ -62,14 +62,40 @@ def improves(metric: Metric, value: float, best: float) -> bool:
     return value > best if metric.higher_is_better else value < best
 
 
-def start_line(data: RunData, opt: Optimization, num_classes: int, world_size: int, device: Any, output: Path) -> str:
-    """The line a run starts with: what it trains on what, where, with which batch, lr and length."""
-    cfg = data.cfg
+def start_line(data: RunData, opt: Optimization, num_classes: int, models: TrainModels, output: Path,
+               notes: Sequence[str] = ()) -> str:  # fmt: skip
+    """The line a run starts with: what it trains on what, where, with which batch, lr (and how it was scaled),
+    BatchNorm and length, and the task's ``notes``."""
+    cfg, dist = data.cfg, models.dist
     length = f"{cfg.iterations} iterations" if cfg.iterations is not None else f"{cfg.epochs} epochs"
     length += "".join(f" ({note})" for note in cfg.notes)
     return (f"training {cfg.model} on {cfg.data or data.task.embedded_name}: {len(data.train_set)} train / "
-            f"{len(data.val_set)} val images, {num_classes} classes, {world_size} process(es) on {device}, global "
-            f"batch {opt.global_batch}, lr {opt.lr:.2e}, {length}; output {output}")  # fmt: skip
+            f"{len(data.val_set)} val images, {num_classes} classes, {dist.world_size} process(es) on {dist.device}, "
+            f"global batch {opt.global_batch}, lr {opt.lr:.2e}{lr_scaling(cfg, opt.global_batch, dist.world_size)}, "
+            f"{batchnorm_note(models)}, {length}; " + "".join(f"{note}; " for note in notes)
+            + f"output {output}")  # fmt: skip
+
+
+def lr_scaling(cfg: Any, global_batch: int, world_size: int) -> str:
+    """How the lr was scaled from the recipe's (``lr`` per ``lr_base_batch`` images), and, where the global batch
+    is not the recipe's, the ``accum_steps`` that would restore it."""
+    if global_batch == cfg.lr_base_batch:
+        return f" (the recipe's, for its batch of {cfg.lr_base_batch})"
+    note = f" ({cfg.lr:.2e} per {cfg.lr_base_batch} images, scaled linearly to {global_batch}"
+    per_step, base = cfg.batch_size * world_size, cfg.lr_base_batch
+    if base % per_step == 0:
+        return note + f"; accum_steps={base // per_step} restores the recipe's batch of {base})"
+    return note + f"; no accum_steps gives the recipe's batch of {base} from {per_step} images per step)"
+
+
+def batchnorm_note(models: TrainModels) -> str:
+    """Whether BatchNorm sees the global batch: SyncBatchNorm under DDP on GPUs only."""
+    dist = models.dist
+    if models.sync_bn:
+        return f"SyncBatchNorm over {dist.world_size} processes"
+    if dist.distributed:
+        return "BatchNorm per process (no SyncBatchNorm on CPUs; statistics averaged before evaluations)"
+    return "BatchNorm over each batch (SyncBatchNorm only under DDP on GPUs)"
 
 
 def epoch_row(metrics: Sequence[Metric], result: Dict[str, Any], state: TrainState, lr: float) -> Dict[str, Any]:

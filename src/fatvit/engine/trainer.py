@@ -76,6 +76,7 @@ class Trainer:
             raise FatvitError(f"max_steps must be at least 1, got {max_steps}")
         self.cfg, self.max_steps, self.resumed = cfg, max_steps, checkpoint is not None
         self.task = task if task is not None else get_task(cfg)
+        self.notes = self.task.start_notes(starting=not self.resumed)  # may refuse the start, before any work
         self.dist = init_distributed(cfg.device)
         self.device = self.dist.device
         self.amp_dtype = resolve_amp(cfg.amp, self.device)
@@ -234,7 +235,7 @@ class Trainer:
         """Train to the last epoch or iteration (or ``max_steps``); returns what ``summary.json`` holds."""
         data = self.data
         if self.dist.is_main:
-            line = start_line(data, self.opt, len(self.classes), self.dist.world_size, self.device, self.folder.path)
+            line = start_line(data, self.opt, len(self.classes), self.models, self.folder.path, self.notes)
             print(line, file=sys.stderr, flush=True)
         try:
             while self.state.epoch < data.num_epochs and self.state.global_step < data.total_steps:

@@ -180,6 +180,11 @@ class Task:
         its own context."""
         return amp_autocast(device, dtype)
 
+    def start_notes(self, starting: bool) -> List[str]:
+        """What the run's start line adds for this task (where its weights come from, say); ``starting`` is
+        False for a resumed run. May refuse a start (a :class:`~fatvit.errors.FatvitError`). None by default."""
+        return []
+
     def batch_groups(self, train_set: Any) -> Optional[List[int]]:
         """A group per training sample, so that each batch draws from one group (None: no grouping)."""
         return None

@@ -49,6 +49,7 @@ def test_detection_learns(tmp_path):
         "warmup_steps=2",
         "clip_grad=5",
         f"data={data}",
+        "backbone_weights=none",
         f"output={tmp_path / 'run'}",
     ]
     det = Trainer(load_config(None, recipe, cls=DetectConfig))  # FAT-B0, one step per epoch

@@ -106,7 +106,7 @@ def test_segment_eval_prints_the_skipped_image_count(scenes, tmp_path, capsys):
     (data / "images/validation/val_00001.jpg").write_bytes(b"truncated")
     capsys.readouterr()
     assert main(["segment", "eval", "--checkpoint", str(run / "last.pth"), "--data", str(data)]) == 0
-    assert "(2 images, 1 unreadable)" in capsys.readouterr().out.splitlines()[-1]
+    assert "(2 images, 1 unreadable)" in capsys.readouterr().out.splitlines()[-2]  # the last: the file's epoch
     # predict skips it with the line every predict verb prints, and draws the others
     assert main(["segment", "predict", str(data / "images/validation"), "--checkpoint", str(run / "last.pth"),
                  "--output", str(tmp_path / "drawn"), "--json"]) == 0  # fmt: skip

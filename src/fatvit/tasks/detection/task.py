@@ -159,7 +159,7 @@ class DetectionTask(Task):
         cfg = self.cfg
         model = build_detector(
             cfg.model, num_classes=len(classes), min_size=cfg.min_size, max_size=cfg.max_size,
-            backbone_weights=cfg.backbone_weights if load_weights else None,
+            backbone_weights=cfg.backbone_file if load_weights else None,
             detections_per_img=cfg.detections_per_img, score_thresh=cfg.score_thresh, box_loss=cfg.box_loss,
             rpn_post_nms_train=cfg.rpn_post_nms_train, aligned_roi=cfg.aligned_roi, p7_relu=cfg.p7_relu,
             **model_kwargs,
@@ -177,6 +177,9 @@ class DetectionTask(Task):
 
     def collate(self, batch: Sequence[Any]) -> Tuple[Any, Any, int]:
         return collate_detection(batch)
+
+    def start_notes(self, starting: bool) -> List[str]:
+        return [self.cfg.weights_origin(starting)]
 
     def batch_groups(self, train_set: Any) -> Optional[List[int]]:
         return train_set.aspect_groups() if self.cfg.group_by_aspect_ratio else None

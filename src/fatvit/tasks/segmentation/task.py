@@ -127,12 +127,15 @@ class SegmentationTask(Task):
     def build_model(self, classes: Sequence[str], model_kwargs: Dict[str, Any], load_weights: bool = True) -> nn.Module:
         cfg = self.cfg
         model = build_segmenter(
-            cfg.model, num_classes=len(classes), backbone_weights=cfg.backbone_weights if load_weights else None,
+            cfg.model, num_classes=len(classes), backbone_weights=cfg.backbone_file if load_weights else None,
             **model_kwargs,
         )  # fmt: skip
         if cfg.finetune and load_weights:
             load_finetune(model, cfg.finetune, cfg.model, CLASS_LAYERS)
         return model
+
+    def start_notes(self, starting: bool) -> List[str]:
+        return [self.cfg.weights_origin(starting)]
 
     def mean_std(self, model: nn.Module) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
         return tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD)
