@@ -10,7 +10,9 @@ attribute whose forward returns an ordered dict of feature maps. Here:
   extra ``GroupNorm(1, C)``; the classifier and the final norm are dropped,
   so every backbone parameter is used.
 - :class:`FPNFeatures`: those maps through torchvision's
-  ``FeaturePyramidNetwork`` (256 channels), with an optional extra block.
+  ``FeaturePyramidNetwork`` (256 channels), with an optional extra block,
+  its convs initialised as mmdet's and mmseg's FPN (Xavier-uniform, biases 0;
+  torchvision's are Kaiming-uniform with ``a=1``).
   Under mixed precision only this part runs in the low dtype (see
   :func:`features_autocast`): what follows it (heads, anchors, box decoding,
   NMS) runs in float32.
@@ -126,6 +128,10 @@ class FPNFeatures(nn.Module):
         super().__init__()
         self.body = backbone
         self.fpn = FeaturePyramidNetwork(list(backbone.out_channels), out_channels, extra_blocks=extra_blocks)
+        for layer in self.fpn.modules():  # as mmdet's and mmseg's FPN (init_cfg Xavier, uniform), extra convs too
+            if isinstance(layer, nn.Conv2d):
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
         self.out_channels = out_channels
         self.amp_dtype: Optional[torch.dtype] = None
 

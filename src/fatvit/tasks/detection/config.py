@@ -30,6 +30,7 @@ class DetectConfig(DenseConfig):
         rpn_post_nms_train=2000,
         aligned_roi=False,
         p7_relu=True,
+        mmdet_targets=False,
     )
     model: str = "retinanet_fat_b0"
     epochs: Optional[int] = 12
@@ -47,6 +48,10 @@ class DetectConfig(DenseConfig):
     rpn_post_nms_train: int = 1000  # Mask R-CNN: proposals kept after NMS in training (mmdet's; torchvision 2000)
     aligned_roi: bool = True  # Mask R-CNN's RoIAlign: aligned, adaptive samples (mmcv's); false: torchvision's
     p7_relu: bool = False  # RetinaNet: a ReLU between P6 and P7 (torchvision's); false: mmdet's on_input
+    # training targets as mmdet's: RetinaNet's losses over the batch's positive anchors, mmdet's MaxIoUAssigner
+    # (low-quality matches from min_pos_iou), Mask R-CNN's mask targets by aligned RoIAlign binarised at 0.5;
+    # false: torchvision's (per-image normalisation, its Matcher, soft targets of unaligned RoIAlign)
+    mmdet_targets: bool = True
     detections_per_img: int = 100
     score_thresh: float = 0.05  # detections scoring less are dropped before NMS (mmdet's and torchvision's 0.05)
     # validation: run each batch as one forward padded to its largest image (faster with mixed sizes, but FAT's

@@ -1,7 +1,7 @@
 """COCO box and mask AP as the field computes them: pycocotools' COCOeval against the instances file.
 
 :class:`CocoEvaluator` collects a detector's outputs as COCO results
-(boxes as x, y, width, height; masks as RLE of the mask thresholded at 0.5;
+(boxes as x, y, width, height; masks as RLE of the mask binarised at >= 0.5, mmdet's mask_thr_binary;
 labels mapped back to the file's category ids), then runs COCOeval per IoU
 type against the ground-truth file itself, so crowd regions and the
 annotated areas count as they do for everyone. Under DDP the results of all
@@ -37,7 +37,7 @@ def detections_to_coco(
     xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
     records = []
     masks = output.get("masks")
-    binary = (masks[:, 0] > 0.5).cpu().numpy().astype(np.uint8) if masks is not None else None
+    binary = (masks[:, 0] >= 0.5).cpu().numpy().astype(np.uint8) if masks is not None else None
     for k, (box, score, label) in enumerate(zip(xywh, scores, labels)):
         record: Dict[str, Any] = dict(image_id=int(image_id), category_id=int(cat_ids[label]),
                                       bbox=[round(v, 3) for v in box], score=float(score))  # fmt: skip

@@ -31,6 +31,7 @@ from ...errors import FatvitError, unknown_choice
 from ...models.backbone import FPNFeatures, LastLevelP6P7FromC5, StageFeatures, features_autocast, load_backbone_weights
 from .config import BOX_LOSSES
 from .rcnn import mmdet_two_stages
+from .retinanet import retinanet_assigner, retinanet_head
 
 __all__ = ["DETECTORS", "build_detector", "detector_names", "FP32HeadsRetinaNet", "FP32HeadsMaskRCNN"]
 
@@ -79,6 +80,7 @@ def build_detector(
     rpn_post_nms_train: int = 1000,
     aligned_roi: bool = True,
     p7_relu: bool = False,
+    mmdet_targets: bool = True,
     **backbone_kwargs: Any,
 ) -> nn.Module:
     """Detector ``name`` for ``num_classes`` object classes, resizing images to ``min_size``/``max_size``.
@@ -91,6 +93,9 @@ def build_detector(
         rpn_post_nms_train: Mask R-CNN's proposals kept after NMS in training (mmdet's 1000).
         aligned_roi: Mask R-CNN's RoIAlign as mmcv's (``aligned=True``, adaptive samples), else torchvision's.
         p7_relu: RetinaNet's ReLU between P6 and P7 (torchvision's), else none (mmdet's).
+        mmdet_targets: training targets and loss normalisation as mmdet's (RetinaNet: losses over the batch's
+            positives, mmdet's assigner; Mask R-CNN: mmdet's assigners, aligned binary mask targets), else
+            torchvision's.
         backbone_kwargs: model arguments of the backbone (``interaction``, ``drop_path_rate`` ...).
 
     Raises:
@@ -110,14 +115,16 @@ def build_detector(
     if cfg.head == "retinanet":
         stages = StageFeatures(cfg.backbone, (1, 2, 3), **kwargs)
         neck = FPNFeatures(stages, 256, LastLevelP6P7FromC5(stages.out_channels[-1], 256, p7_relu))
-        model: nn.Module = FP32HeadsRetinaNet(neck, num_classes=num_classes, score_thresh=score_thresh, **common)
+        head = retinanet_head(neck.out_channels, num_classes, mmdet_targets)
+        model: nn.Module = FP32HeadsRetinaNet(neck, num_classes, head=head, score_thresh=score_thresh, **common)
+        model.proposal_matcher = retinanet_assigner(mmdet_targets) or model.proposal_matcher
         model.label_offset = 0
     else:
         stages = StageFeatures(cfg.backbone, (0, 1, 2, 3), **kwargs)
         neck = FPNFeatures(stages, 256, LastLevelMaxPool())
         model = FP32HeadsMaskRCNN(neck, num_classes=num_classes + 1, box_detections_per_img=detections_per_img,
                          box_score_thresh=score_thresh, min_size=min_size, max_size=max_size)  # fmt: skip
-        model = mmdet_two_stages(model, box_loss, rpn_post_nms_train, aligned_roi)
+        model = mmdet_two_stages(model, box_loss, rpn_post_nms_train, aligned_roi, mmdet_targets)
         model.label_offset = 1
     if backbone_weights:
         load_backbone_weights(stages, backbone_weights)

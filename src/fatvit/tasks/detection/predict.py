@@ -47,7 +47,7 @@ def draw_detections(
     colours = drawing.palette(len(classes))
     canvas, factor = drawing.upscale(image, min_side)
     if "masks" in output and found:
-        masks = drawing.scale_masks(output["masks"][keep][order][:, 0] > 0.5, factor)
+        masks = drawing.scale_masks(output["masks"][keep][order][:, 0] >= 0.5, factor)
         canvas = draw_segmentation_masks(canvas, masks, alpha=0.45, colors=[colours[c] for c in found])
     boxes = drawing.scale_boxes(boxes, factor)
     if found:

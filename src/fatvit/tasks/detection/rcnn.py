@@ -15,6 +15,18 @@ fatvit follows mmdet:
   keeps torchvision's.
 - The RPN keeps 1000 proposals per image after NMS in training (mmdet's
   ``max_per_img``; torchvision's default is 2000), 1000 in testing.
+- With ``mmdet_targets``: the RPN's and RoI heads' boxes are assigned by
+  mmdet's :class:`~fatvit.tasks.detection.assign.MaxIoUAssigner` (RPN 0.7/0.3,
+  low-quality matches from IoU 0.3; RoI heads 0.5/0.5, low-quality matches
+  from 0.5, which torchvision's RoI heads do not make), and the mask targets
+  are cropped from the object masks by aligned RoIAlign (``aligned=True``,
+  adaptive samples) and binarised at 0.5, as mmdet's ``mask_target``;
+  torchvision crops with ``aligned=False`` and 2 samples and trains on the
+  soft crop.
+- The box head's layers start as mmdet's: the shared fully connected layers
+  Xavier-uniform, the classifier normal with std 0.01 and the box regressor
+  with std 0.001, biases 0 (torchvision keeps PyTorch's default for linear
+  layers). The RPN head and mask head start as both libraries start them.
 
 :func:`mmdet_two_stages` puts these parts, with the other settings of mmdet's
 config written out, into a torchvision ``MaskRCNN``.
@@ -26,15 +38,18 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.roi_heads import RoIHeads, maskrcnn_loss
 from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 from torchvision.ops.poolers import _convert_to_roi_format, _setup_scales
 
+from .assign import MaxIoUAssigner
+
 __all__ = [
     "AlignedMultiScaleRoIAlign",
+    "aligned_mask_loss",
     "MMDetRegionProposalNetwork",
     "MMDetRoIHeads",
     "box_regression_loss",
@@ -87,10 +102,44 @@ class MMDetRegionProposalNetwork(RegionProposalNetwork):
         return objectness_loss, box
 
 
+def aligned_mask_loss(
+    mask_logits: Tensor, proposals: List[Tensor], gt_masks: List[Tensor], gt_labels: List[Tensor],
+    matched: List[Tensor],
+) -> Tensor:  # fmt: skip
+    """Mask R-CNN's mask loss as mmdet's: each positive proposal's target is its object's mask cropped by aligned
+    RoIAlign (adaptive samples) to the logits' size and binarised at 0.5; binary cross-entropy of the logits of
+    the object's class, averaged over every pixel."""
+    size = mask_logits.shape[-1]
+    labels = torch.cat([lab[m] for lab, m in zip(gt_labels, matched)])
+    targets = []
+    for masks, boxes, objects in zip(gt_masks, proposals, matched):
+        rois = torch.cat([objects[:, None].to(boxes.dtype), boxes], dim=1)
+        crops = roi_align(masks[:, None].to(rois.dtype), rois, (size, size), 1.0, sampling_ratio=0, aligned=True)
+        targets.append((crops[:, 0] >= 0.5).to(mask_logits.dtype))
+    if labels.numel() == 0:
+        return mask_logits.sum() * 0
+    logits = mask_logits[torch.arange(labels.shape[0], device=labels.device), labels]
+    return F.binary_cross_entropy_with_logits(logits, torch.cat(targets))
+
+
+def init_box_head_as_mmdet(heads: RoIHeads) -> None:
+    """The box head's layers as mmdet's ``Shared2FCBBoxHead`` starts them: Xavier-uniform shared layers, the
+    classifier normal (std 0.01), the box regressor normal (std 0.001), biases 0."""
+    for layer in heads.box_head.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    for layer, std in ((heads.box_predictor.cls_score, 0.01), (heads.box_predictor.bbox_pred, 0.001)):
+        nn.init.normal_(layer.weight, std=std)
+        nn.init.zeros_(layer.bias)
+
+
 class MMDetRoIHeads(RoIHeads):
-    """torchvision's box and mask heads with the box loss ``box_loss``; evaluation is torchvision's."""
+    """torchvision's box and mask heads with the box loss ``box_loss`` and, with ``aligned_mask_targets``,
+    mmdet's mask targets (:func:`aligned_mask_loss`); evaluation is torchvision's."""
 
     box_loss = "l1"
+    aligned_mask_targets = True
 
     def forward(
         self,
@@ -118,7 +167,8 @@ class MMDetRoIHeads(RoIHeads):
             mask_logits = self.mask_predictor(
                 self.mask_head(self.mask_roi_pool(features, mask_proposals, image_shapes))
             )
-            losses["loss_mask"] = maskrcnn_loss(
+            loss = aligned_mask_loss if self.aligned_mask_targets else maskrcnn_loss
+            losses["loss_mask"] = loss(
                 mask_logits, mask_proposals, [t["masks"] for t in targets], [t["labels"] for t in targets],
                 [m[k] for m, k in zip(matched, kept)],
             )  # fmt: skip
@@ -126,11 +176,14 @@ class MMDetRoIHeads(RoIHeads):
 
 
 def mmdet_two_stages(
-    model: MaskRCNN, box_loss: str = "l1", rpn_post_nms_train: int = 1000, aligned: bool = True
-) -> MaskRCNN:
+    model: MaskRCNN, box_loss: str = "l1", rpn_post_nms_train: int = 1000, aligned: bool = True,
+    mmdet_targets: bool = True,
+) -> MaskRCNN:  # fmt: skip
     """``model``'s RPN and RoI heads rebuilt as mmdet's ``mask_rcnn_r50_fpn_1x`` runs them, its layers kept
-    (the same parameters and key names). ``aligned`` False keeps torchvision's RoIAlign (2 samples per bin,
-    ``aligned=False``): the files trained before fatvit followed mmdet."""
+    (the same parameters and key names), the box head's layers initialised as mmdet's. ``aligned`` False keeps
+    torchvision's RoIAlign (2 samples per bin, ``aligned=False``): the files trained before fatvit followed mmdet.
+    ``mmdet_targets`` False keeps torchvision's box matchers and soft mask targets (runs from before they were
+    mmdet's)."""
     rpn, heads = model.rpn, model.roi_heads
     model.rpn = MMDetRegionProposalNetwork(
         rpn.anchor_generator, rpn.head, fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=256,
@@ -146,4 +199,9 @@ def mmdet_two_stages(
         mask_head=heads.mask_head, mask_predictor=heads.mask_predictor,
     )  # fmt: skip
     model.rpn.box_loss = model.roi_heads.box_loss = box_loss
+    init_box_head_as_mmdet(model.roi_heads)
+    if mmdet_targets:
+        model.rpn.proposal_matcher = MaxIoUAssigner(0.7, 0.3, min_pos_iou=0.3)
+        model.roi_heads.proposal_matcher = MaxIoUAssigner(0.5, 0.5, min_pos_iou=0.5)
+    model.roi_heads.aligned_mask_targets = mmdet_targets
     return model

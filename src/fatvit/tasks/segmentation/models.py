@@ -5,7 +5,9 @@ maps through an FPN at 256 channels; each level goes through
 conv3x3-BN-ReLU blocks at 128 channels, each block followed by a x2
 bilinear upsampling, as many as bring it to stride 4 (one block for P2);
 the four are summed, then dropout 0.1 and a 1x1 conv give the class
-scores, upsampled to the input's size.
+scores, upsampled to the input's size. The layers start as mmseg's: the
+FPN's convs Xavier-uniform, the head's conv blocks Kaiming-normal (fan_out,
+ReLU), the classifier (``conv_seg``) normal with std 0.01, biases 0.
 """
 
 from __future__ import annotations
@@ -53,6 +55,12 @@ class FPNHead(nn.Module):
             self.scale_heads.append(nn.Sequential(*layers))
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
+        # as mmseg starts them: ConvModules Kaiming-normal (fan_out, ReLU), conv_seg normal with std 0.01
+        for layer in self.scale_heads.modules():
+            if isinstance(layer, nn.Conv2d):
+                nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.normal_(self.classifier.weight, std=0.01)
+        nn.init.zeros_(self.classifier.bias)
 
     def forward(self, features: List[torch.Tensor]) -> torch.Tensor:
         out = self.scale_heads[0](features[0])
