@@ -14,11 +14,14 @@ are meaningful across machines. Modes:
   for it to fold, so its twin is only made channels-last;
 - ``onnxruntime``: the file ``fatvit detect export`` / ``fatvit segment
   export`` writes (deployed backbone), run by ONNX Runtime on as many threads
-  (ONNX Runtime folds resnet18's BatchNorms itself). Mask R-CNN is not
-  exported, so it has no such row.
+  (ONNX Runtime folds resnet18's BatchNorms itself);
+- ``openvino``: the same file compiled by OpenVINO for the CPU (latency hint,
+  float32, as many threads; ``pip install 'fatvit[openvino]'``).
+
+Mask R-CNN is not exported, so it has no row in the two runtimes.
 
     python benchmarks/dense_latency.py
-    python benchmarks/dense_latency.py --sizes 512x512 --rounds 5 --threads 2 --modes eager onnxruntime
+    python benchmarks/dense_latency.py --sizes 512x512 --rounds 5 --threads 2 --modes eager onnxruntime openvino
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from fatvit.tasks.segmentation.models import build_segmenter
 
 HEADS = ("retinanet", "mask_rcnn", "semantic_fpn")
 BACKBONES = ("fat_b0", "resnet18")
-MODES = ("eager", "deployed", "onnxruntime")
+MODES = ("eager", "deployed", "onnxruntime", "openvino")
 
 
 def _size(text: str) -> tuple:
@@ -49,7 +52,7 @@ def _size(text: str) -> tuple:
 
 
 def _runner(head: str, backbone: str, height: int, width: int, mode: str, folder: Path) -> Optional[tuple]:
-    """(model, call) for one model in one mode; None where the mode does not apply (Mask R-CNN in ONNX)."""
+    """(model, call) for one model in one mode; None where the mode does not apply (Mask R-CNN in a runtime)."""
     name = f"{head}_{backbone}"
     if head == "semantic_fpn":
         model = build_segmenter(name).eval()
@@ -76,6 +79,12 @@ def _runner(head: str, backbone: str, height: int, width: int, mode: str, folder
 
         export_detector(model, path)
         feed = {"image": x[0].numpy()}
+    if mode == "openvino":
+        from fatvit.runtime import openvino_model
+
+        compiled = openvino_model(path, torch.get_num_threads())
+        request = compiled.create_infer_request()
+        return model, lambda: request.infer(feed)
     session = onnx_session(path, threads=torch.get_num_threads(), spinning=False)  # turns with PyTorch
     return model, lambda: session.run(None, feed)
 

@@ -215,10 +215,13 @@ class DenseConfig(RunConfig):
     warmup_epochs: float = 0
     clip_grad: Optional[float] = None
     hflip: float = 0.5
+    # how the FPN's convs start: xavier (mmdet's and mmseg's FPN) or kaiming (torchvision's, uniform with a=1)
+    fpn_init: str = "xavier"
 
     def check(self) -> None:
         super().check()
         self.need(0 <= self.hflip <= 1, "hflip", "between 0 and 1")
+        self.need(self.fpn_init in ("xavier", "kaiming"), "fpn_init", "xavier or kaiming")
 
     @property
     def backbone_file(self) -> Optional[str]:

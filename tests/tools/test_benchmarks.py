@@ -190,15 +190,16 @@ def test_dense_latency_benchmark_reports_ratios_to_resnet18_and_to_eager(capsys)
         assert fat["ratio_to_resnet18"] == pytest.approx(fat["median_ms"] / twin["median_ms"], rel=0.02)
     assert all(r["ratio_to_eager"] == 1.0 for r in rows if r["mode"] == "eager")
     assert "x resnet18 twin" in capsys.readouterr().out
-    # ONNX Runtime: the exported RetinaNets (Mask R-CNN is not exported: no row)
+    # ONNX Runtime and OpenVINO: the exported RetinaNets (Mask R-CNN is not exported: no row)
     rows = bench.main(["--sizes", "64x96", "--rounds", "1", "--warmup", "0", "--heads", "retinanet", "mask_rcnn",
-                       "--modes", "eager", "onnxruntime", "--json"])  # fmt: skip
+                       "--modes", "eager", "onnxruntime", "openvino", "--json"])  # fmt: skip
     assert [(r["model"], r["mode"]) for r in rows] == [
         ("retinanet_fat_b0", "eager"), ("retinanet_resnet18", "eager"), ("retinanet_fat_b0", "onnxruntime"),
-        ("retinanet_resnet18", "onnxruntime"), ("mask_rcnn_fat_b0", "eager"), ("mask_rcnn_resnet18", "eager"),
+        ("retinanet_resnet18", "onnxruntime"), ("retinanet_fat_b0", "openvino"), ("retinanet_resnet18", "openvino"),
+        ("mask_rcnn_fat_b0", "eager"), ("mask_rcnn_resnet18", "eager"),
     ]  # fmt: skip
-    onnx = rows[2]
-    assert onnx["ratio_to_eager"] == pytest.approx(onnx["median_ms"] / rows[0]["median_ms"], rel=0.02)
+    for runtime in rows[2], rows[4]:
+        assert runtime["ratio_to_eager"] == pytest.approx(runtime["median_ms"] / rows[0]["median_ms"], rel=0.02)
     assert json.loads(capsys.readouterr().out) == rows
 
 

@@ -11,8 +11,8 @@ attribute whose forward returns an ordered dict of feature maps. Here:
   so every backbone parameter is used.
 - :class:`FPNFeatures`: those maps through torchvision's
   ``FeaturePyramidNetwork`` (256 channels), with an optional extra block,
-  its convs initialised as mmdet's and mmseg's FPN (Xavier-uniform, biases 0;
-  torchvision's are Kaiming-uniform with ``a=1``).
+  its convs initialised as mmdet's and mmseg's FPN (Xavier-uniform, biases 0)
+  or, with ``init="kaiming"``, as torchvision's (Kaiming-uniform, ``a=1``).
   Under mixed precision only this part runs in the low dtype (see
   :func:`features_autocast`): what follows it (heads, anchors, box decoding,
   NMS) runs in float32.
@@ -39,7 +39,13 @@ from ..checkpoint import CheckpointError, apply_state_dict, read_checkpoint
 from ..errors import FatvitError
 from . import create_model, is_fat
 
-__all__ = ["StageFeatures", "FPNFeatures", "LastLevelP6P7FromC5", "features_autocast", "load_backbone_weights"]
+__all__ = [
+    "FPN_INITS", "StageFeatures", "FPNFeatures", "LastLevelP6P7FromC5", "features_autocast", "load_backbone_weights",
+]  # fmt: skip
+
+#: How an FPN's convs start: ``xavier`` (mmdet's and mmseg's: Xavier-uniform, biases 0) or ``kaiming``
+#: (torchvision's: Kaiming-uniform with ``a=1``, biases 0).
+FPN_INITS = ("xavier", "kaiming")
 
 #: The classification parts of a FAT checkpoint that a backbone has no use for.
 CLASSIFIER_KEYS = ("head.", "norm.")
@@ -123,15 +129,19 @@ class FPNFeatures(nn.Module):
     """
 
     def __init__(
-        self, backbone: StageFeatures, out_channels: int = 256, extra_blocks: Optional[ExtraFPNBlock] = None
-    ) -> None:
+        self, backbone: StageFeatures, out_channels: int = 256, extra_blocks: Optional[ExtraFPNBlock] = None,
+        init: str = "xavier",
+    ) -> None:  # fmt: skip
         super().__init__()
+        if init not in FPN_INITS:
+            raise FatvitError(f"fpn_init must be one of {', '.join(FPN_INITS)}, got {init!r}")
         self.body = backbone
         self.fpn = FeaturePyramidNetwork(list(backbone.out_channels), out_channels, extra_blocks=extra_blocks)
-        for layer in self.fpn.modules():  # as mmdet's and mmseg's FPN (init_cfg Xavier, uniform), extra convs too
-            if isinstance(layer, nn.Conv2d):
-                nn.init.xavier_uniform_(layer.weight)
-                nn.init.zeros_(layer.bias)
+        if init == "xavier":  # as mmdet's and mmseg's FPN (init_cfg Xavier, uniform), extra convs too
+            for layer in self.fpn.modules():
+                if isinstance(layer, nn.Conv2d):
+                    nn.init.xavier_uniform_(layer.weight)
+                    nn.init.zeros_(layer.bias)
         self.out_channels = out_channels
         self.amp_dtype: Optional[torch.dtype] = None
 

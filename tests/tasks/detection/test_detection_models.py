@@ -153,12 +153,12 @@ def test_mask_rcnn_rpn_box_loss_is_l1_over_the_sampled_anchors():
 
 
 def test_mask_rcnn_box_head_loss_is_l1_and_smooth_l1_is_torchvision_s():
-    """With ``box_loss=smooth_l1`` the heads' training losses are torchvision's exactly; with ``l1`` only the
-    box regression loss changes."""
+    """With ``box_loss=smooth_l1`` (and torchvision's matchers and mask targets: ``mmdet_targets=False``) the heads'
+    training losses are torchvision's exactly; with ``l1`` only the box regression loss changes."""
     from torchvision.models.detection.roi_heads import RoIHeads
 
     torch.manual_seed(0)
-    model = build_detector("mask_rcnn_fat_b0", num_classes=6, **SMALL).train()
+    model = build_detector("mask_rcnn_fat_b0", num_classes=6, mmdet_targets=False, **SMALL).train()
     images, targets = model.transform([torch.rand(3, 81, 103)], _targets(True, model.label_offset))
     features = model.backbone(images.tensors)
     proposals, _ = model.rpn(images, features, targets)

@@ -134,3 +134,23 @@ def test_heads_and_fpns_start_as_mmdets_and_mmsegs():
                 )
                 assert float(layer.weight.abs().max()) <= math.sqrt(6 / (fan_in + fan_out)) * (1 + 1e-6), name
                 assert not layer.bias.any(), name
+
+
+def test_fpn_init_kaiming_keeps_torchvisions_and_other_values_are_refused():
+    from fatvit.config import load_config
+    from fatvit.errors import FatvitError
+    from fatvit.tasks.detection.config import DetectConfig
+
+    torch.manual_seed(0)
+    retina = build_detector("retinanet_fat_b0", num_classes=3, min_size=64, max_size=64, fpn_init="kaiming")
+    lateral = retina.backbone.fpn.inner_blocks[0][0]  # 1x1 from C3 (64 channels): torchvision's bound sqrt(3/64)
+    bound = math.sqrt(3 / lateral.in_channels)
+    assert float(lateral.weight.abs().max()) > math.sqrt(6 / (lateral.in_channels + lateral.out_channels))
+    assert float(lateral.weight.abs().max()) <= bound * (1 + 1e-6)
+    assert (
+        _std(build_segmenter("semantic_fpn_fat_b0", 4, fpn_init="kaiming").backbone.fpn.inner_blocks[0][0].weight) > 0
+    )
+    with pytest.raises(FatvitError, match="fpn_init must be one of xavier, kaiming"):
+        build_detector("retinanet_fat_b0", num_classes=3, fpn_init="he")
+    with pytest.raises(FatvitError, match="fpn_init"):
+        load_config(None, ["fpn_init=he"], cls=DetectConfig)

@@ -29,7 +29,7 @@ def test_segmentation_learns(scenes, tmp_path):
             label = np.asarray(Image.open(png))
             Image.fromarray(np.minimum(label, 2)).save(root / "annotations" / split / png.name)
     (root / "classes.txt").write_text("background\ndigit\n")
-    recipe = [*SEGMENT_FAST, "epochs=8", "lr=2e-3", f"data={root}", f"output={tmp_path / 'r'}"]
+    recipe = [*SEGMENT_FAST, "epochs=8", "lr=2e-3", "fpn_init=kaiming", f"data={root}", f"output={tmp_path / 'r'}"]
     seg = Trainer(load_config(None, recipe, cls=SegmentConfig))
     before = seg._evaluate(seg.model)["mIoU"]
     seg.fit()
@@ -157,6 +157,13 @@ def test_segment_export_writes_onnx_matching_pytorch_at_any_size(scenes, tmp_pat
         expected = model(pixels[None]).argmax(1)
     logits = onnx_session(onnx).run(None, {"image": pixels[None].numpy()})[0]
     assert np.array_equal(logits.argmax(1), expected.numpy())
+    # the same file in OpenVINO: logits within the export check's 1e-4, batched and at odd sizes too
+    from fatvit.runtime import RuntimeModel
+
+    openvino = RuntimeModel(onnx, "openvino")
+    for x in (pixels[None], torch.rand(2, 3, 97, 131, generator=torch.Generator().manual_seed(0))):
+        with torch.no_grad():
+            torch.testing.assert_close(openvino(x), model(x), rtol=0, atol=1e-4)
     assert "exists; give --overwrite" in cli_error(capsys, argv)
     assert main([*argv, "--overwrite"]) == 0 and sorted(p.name for p in tmp_path.glob("seg*")) == ["seg.onnx"]
 

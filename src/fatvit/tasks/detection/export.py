@@ -1,4 +1,4 @@
-"""ONNX export of a trained RetinaNet, and the check of the file against PyTorch through ONNX Runtime.
+"""ONNX export of a trained RetinaNet, and the check of the file against PyTorch in ONNX Runtime or OpenVINO.
 
 The detector is exported whole, as torchvision's detection models are
 (torchvision's ONNX path: PyTorch's TorchScript-based exporter, which has
@@ -20,7 +20,7 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -34,6 +34,7 @@ __all__ = [
     "check_detector_opset",
     "export_detector",
     "check_detector_onnx",
+    "detector_runner",
     "check_images",
     "match_detections",
 ]
@@ -143,23 +144,49 @@ def match_detections(ours: Mapping[str, torch.Tensor], theirs: Mapping[str, torc
     return record
 
 
-def check_detector_onnx(
-    path: str | os.PathLike, model: nn.Module, images: Sequence[Tuple[str, torch.Tensor]]
-) -> List[Dict[str, Any]]:
-    """Run the file with ONNX Runtime and ``model`` (eval mode) with PyTorch on ``images``; one
-    :func:`match_detections` record per image, with its ``image`` and ``size``."""
-    from ...export import onnx_session
+def detector_runner(path: str | os.PathLike, runtime: str = "onnxruntime") -> Callable[[torch.Tensor], List[Any]]:
+    """A function running the exported detector ``path`` in ``runtime`` (``onnxruntime`` or ``openvino``) on one
+    3 x H x W image: its ``boxes``, ``scores`` and ``labels`` as arrays.
 
-    session = onnx_session(path)
+    Raises:
+        FatvitError: an unknown runtime, or one that is not installed or cannot load the file.
+    """
+    from ...runtime import RUNTIMES, openvino_model
+
+    if runtime not in RUNTIMES:
+        raise FatvitError(f"unknown runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
+    if runtime == "onnxruntime":
+        from ...export import onnx_session
+
+        session = onnx_session(path)
+        return lambda image: session.run(None, {"image": image.numpy()})
+    compiled = openvino_model(path)
+    request = compiled.create_infer_request()
+
+    def run(image: torch.Tensor) -> List[Any]:
+        out = request.infer({"image": image.numpy()})
+        return [out[compiled.output(name)] for name in ("boxes", "scores", "labels")]
+
+    return run
+
+
+def check_detector_onnx(
+    path: str | os.PathLike, model: nn.Module, images: Sequence[Tuple[str, torch.Tensor]], runtime: str = "onnxruntime"
+) -> List[Dict[str, Any]]:
+    """Run the file in ``runtime`` (ONNX Runtime or OpenVINO) and ``model`` (eval mode) with PyTorch on
+    ``images``; one :func:`match_detections` record per image, with its ``image`` and ``size``."""
+    import numpy as np
+
+    run = detector_runner(path, runtime)
     model = model.eval()
     records = []
     for name, image in images:
         with torch.no_grad():
             (expected,) = model([image])
         try:
-            boxes, scores, labels = session.run(None, {"image": image.numpy()})
-        except Exception as err:  # onnxruntime's own error types
-            raise FatvitError(f"{path}: ONNX Runtime fails on {name}: {str(err).strip().splitlines()[0]}") from err
-        got = dict(boxes=torch.from_numpy(boxes), scores=torch.from_numpy(scores), labels=torch.from_numpy(labels))
+            boxes, scores, labels = (torch.from_numpy(np.array(a, copy=True)) for a in run(image))
+        except Exception as err:  # each runtime's own error types
+            raise FatvitError(f"{path}: {runtime} fails on {name}: {str(err).strip().splitlines()[0]}") from err
+        got = dict(boxes=boxes, scores=scores, labels=labels)
         records.append(dict(image=name, size=list(image.shape[1:]), **match_detections(expected, got)))
     return records

@@ -81,6 +81,7 @@ def build_detector(
     aligned_roi: bool = True,
     p7_relu: bool = False,
     mmdet_targets: bool = True,
+    fpn_init: str = "xavier",
     **backbone_kwargs: Any,
 ) -> nn.Module:
     """Detector ``name`` for ``num_classes`` object classes, resizing images to ``min_size``/``max_size``.
@@ -96,6 +97,7 @@ def build_detector(
         mmdet_targets: training targets and loss normalisation as mmdet's (RetinaNet: losses over the batch's
             positives, mmdet's assigner; Mask R-CNN: mmdet's assigners, aligned binary mask targets), else
             torchvision's.
+        fpn_init: how the FPN's convs start: ``xavier`` (mmdet's) or ``kaiming`` (torchvision's).
         backbone_kwargs: model arguments of the backbone (``interaction``, ``drop_path_rate`` ...).
 
     Raises:
@@ -114,14 +116,14 @@ def build_detector(
     common = dict(min_size=min_size, max_size=max_size, detections_per_img=detections_per_img)
     if cfg.head == "retinanet":
         stages = StageFeatures(cfg.backbone, (1, 2, 3), **kwargs)
-        neck = FPNFeatures(stages, 256, LastLevelP6P7FromC5(stages.out_channels[-1], 256, p7_relu))
+        neck = FPNFeatures(stages, 256, LastLevelP6P7FromC5(stages.out_channels[-1], 256, p7_relu), fpn_init)
         head = retinanet_head(neck.out_channels, num_classes, mmdet_targets)
         model: nn.Module = FP32HeadsRetinaNet(neck, num_classes, head=head, score_thresh=score_thresh, **common)
         model.proposal_matcher = retinanet_assigner(mmdet_targets) or model.proposal_matcher
         model.label_offset = 0
     else:
         stages = StageFeatures(cfg.backbone, (0, 1, 2, 3), **kwargs)
-        neck = FPNFeatures(stages, 256, LastLevelMaxPool())
+        neck = FPNFeatures(stages, 256, LastLevelMaxPool(), fpn_init)
         model = FP32HeadsMaskRCNN(neck, num_classes=num_classes + 1, box_detections_per_img=detections_per_img,
                          box_score_thresh=score_thresh, min_size=min_size, max_size=max_size)  # fmt: skip
         model = mmdet_two_stages(model, box_loss, rpn_post_nms_train, aligned_roi, mmdet_targets)

@@ -162,7 +162,7 @@ class DetectionTask(Task):
             backbone_weights=cfg.backbone_file if load_weights else None,
             detections_per_img=cfg.detections_per_img, score_thresh=cfg.score_thresh, box_loss=cfg.box_loss,
             rpn_post_nms_train=cfg.rpn_post_nms_train, aligned_roi=cfg.aligned_roi, p7_relu=cfg.p7_relu,
-            mmdet_targets=cfg.mmdet_targets, **model_kwargs,
+            mmdet_targets=cfg.mmdet_targets, fpn_init=cfg.fpn_init, **model_kwargs,
         )  # fmt: skip
         if cfg.finetune and load_weights:
             load_finetune(model, cfg.finetune, cfg.model, CLASS_LAYERS[self.head])

@@ -74,9 +74,10 @@ class FPNHead(nn.Module):
 class SemanticFPN(nn.Module):
     """Backbone, FPN and :class:`FPNHead`; returns class scores ``(N, num_classes, H, W)`` at the input's size."""
 
-    def __init__(self, backbone: StageFeatures, num_classes: int, fpn_channels: int = 256) -> None:
+    def __init__(self, backbone: StageFeatures, num_classes: int, fpn_channels: int = 256, fpn_init: str = "xavier"
+                 ) -> None:  # fmt: skip
         super().__init__()
-        self.backbone = FPNFeatures(backbone, fpn_channels)
+        self.backbone = FPNFeatures(backbone, fpn_channels, init=fpn_init)
         strides = [2 ** (i + 2) for i in backbone.out_indices]
         self.decode_head = FPNHead(fpn_channels, strides, num_classes)
         self.num_classes = num_classes
@@ -91,12 +92,14 @@ def segmenter_names() -> list[str]:
 
 
 def build_segmenter(
-    name: str, num_classes: int = 150, backbone_weights: Optional[str] = None, **backbone_kwargs: Any
-) -> SemanticFPN:
+    name: str, num_classes: int = 150, backbone_weights: Optional[str] = None, fpn_init: str = "xavier",
+    **backbone_kwargs: Any,
+) -> SemanticFPN:  # fmt: skip
     """Segmenter ``name`` for ``num_classes`` classes (150 for ADE20K).
 
     Args:
         backbone_weights: a classification checkpoint of the backbone (fatvit's or the authors').
+        fpn_init: how the FPN's convs start: ``xavier`` (mmseg's) or ``kaiming`` (torchvision's).
         backbone_kwargs: model arguments of the backbone (``interaction``, ``drop_path_rate`` ...).
 
     Raises:
@@ -111,6 +114,6 @@ def build_segmenter(
     stages = StageFeatures(cfg.backbone, (0, 1, 2, 3), **kwargs)
     if backbone_weights:
         load_backbone_weights(stages, backbone_weights)
-    model = SemanticFPN(stages, num_classes)
+    model = SemanticFPN(stages, num_classes, fpn_init=fpn_init)
     model.config_name = name
     return model

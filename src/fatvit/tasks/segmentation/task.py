@@ -128,7 +128,7 @@ class SegmentationTask(Task):
         cfg = self.cfg
         model = build_segmenter(
             cfg.model, num_classes=len(classes), backbone_weights=cfg.backbone_file if load_weights else None,
-            **model_kwargs,
+            fpn_init=cfg.fpn_init, **model_kwargs,
         )  # fmt: skip
         if cfg.finetune and load_weights:
             load_finetune(model, cfg.finetune, cfg.model, CLASS_LAYERS)
