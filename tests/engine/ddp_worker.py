@@ -22,8 +22,9 @@ def main() -> None:
     task = sys.argv[3] if len(sys.argv) > 3 else "classify"
     common = [f"data={data}", f"output={out / 'run'}", "epochs=2", "batch_size=2"]
     if task == "detect":
-        recipe = [*TINY_MODEL_OVERRIDES, "model=mask_rcnn_fat_b0", "min_size=64", "max_size=64", "workers=0",
-                  "warmup_steps=1", "decay_milestones=[1]", "lr_base_batch=4", "lr=1e-3", *common]  # fmt: skip
+        recipe = [*TINY_MODEL_OVERRIDES, "model=mask_rcnn_fat_b0", "backbone_weights=none", "min_size=64",
+                  "max_size=64", "workers=0", "warmup_steps=1", "decay_milestones=[1]", "lr_base_batch=4", "lr=1e-3",
+                  *common]  # fmt: skip
         cfg = load_config(None, recipe, cls=DetectConfig)
     else:
         cfg = load_config(None, [*FAST_RECIPE, *common])
