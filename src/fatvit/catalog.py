@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 __all__ = [
     "BACKBONE_DROP_PATH",
+    "FPN_INITS",
     "DenseConfig",
     "DETECTORS",
     "SEGMENTERS",
@@ -31,6 +32,10 @@ __all__ = [
     "DEFAULT_OPSET",
     "CHECK_SHAPES",
 ]
+
+#: How a dense model's FPN convs start: ``xavier`` (mmdet's and mmseg's: Xavier-uniform, biases 0) or ``kaiming``
+#: (torchvision's: Kaiming-uniform with ``a=1``, biases 0).
+FPN_INITS = ("xavier", "kaiming")
 
 #: Stochastic depth of FAT backbones in the authors' dense setup (their Semantic FPN configs).
 BACKBONE_DROP_PATH: Dict[str, float] = {"fat_b0": 0.05, "fat_b1": 0.0, "fat_b2": 0.1, "fat_b3": 0.12}

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence
 
 import yaml
 
+from .catalog import FPN_INITS
 from .errors import FatvitError, unknown_choice
 from .tasks import DEFAULT_TASK, TASKS, config_class
 
@@ -221,7 +222,7 @@ class DenseConfig(RunConfig):
     def check(self) -> None:
         super().check()
         self.need(0 <= self.hflip <= 1, "hflip", "between 0 and 1")
-        self.need(self.fpn_init in ("xavier", "kaiming"), "fpn_init", "xavier or kaiming")
+        self.need(self.fpn_init in FPN_INITS, "fpn_init", f"one of {', '.join(FPN_INITS)}")
 
     @property
     def backbone_file(self) -> Optional[str]:

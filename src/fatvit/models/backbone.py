@@ -35,17 +35,14 @@ from timm.layers import GroupNorm1
 from torch import nn
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, FeaturePyramidNetwork, LastLevelP6P7
 
+from ..catalog import FPN_INITS
 from ..checkpoint import CheckpointError, apply_state_dict, read_checkpoint
 from ..errors import FatvitError
 from . import create_model, is_fat
 
 __all__ = [
-    "FPN_INITS", "StageFeatures", "FPNFeatures", "LastLevelP6P7FromC5", "features_autocast", "load_backbone_weights",
+    "StageFeatures", "FPNFeatures", "LastLevelP6P7FromC5", "features_autocast", "load_backbone_weights",
 ]  # fmt: skip
-
-#: How an FPN's convs start: ``xavier`` (mmdet's and mmseg's: Xavier-uniform, biases 0) or ``kaiming``
-#: (torchvision's: Kaiming-uniform with ``a=1``, biases 0).
-FPN_INITS = ("xavier", "kaiming")
 
 #: The classification parts of a FAT checkpoint that a backbone has no use for.
 CLASSIFIER_KEYS = ("head.", "norm.")

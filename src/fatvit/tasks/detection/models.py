@@ -119,7 +119,8 @@ def build_detector(
         neck = FPNFeatures(stages, 256, LastLevelP6P7FromC5(stages.out_channels[-1], 256, p7_relu), fpn_init)
         head = retinanet_head(neck.out_channels, num_classes, mmdet_targets)
         model: nn.Module = FP32HeadsRetinaNet(neck, num_classes, head=head, score_thresh=score_thresh, **common)
-        model.proposal_matcher = retinanet_assigner(mmdet_targets) or model.proposal_matcher
+        if mmdet_targets:
+            model.proposal_matcher = retinanet_assigner()
         model.label_offset = 0
     else:
         stages = StageFeatures(cfg.backbone, (0, 1, 2, 3), **kwargs)

@@ -17,7 +17,7 @@ fatvit follows mmdet:
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +63,7 @@ def retinanet_head(channels: int, num_classes: int, mmdet: bool = True) -> Retin
     return (MMDetRetinaNetHead if mmdet else RetinaNetHead)(channels, ANCHORS_PER_LOCATION, num_classes)
 
 
-def retinanet_assigner(mmdet: bool = True) -> Optional[MaxIoUAssigner]:
-    """mmdet's anchor assigner for RetinaNet, or None for torchvision's ``Matcher`` (kept as built)."""
-    return MaxIoUAssigner(0.5, 0.4, min_pos_iou=0.0) if mmdet else None
+def retinanet_assigner() -> MaxIoUAssigner:
+    """mmdet's anchor assigner for RetinaNet: positive from IoU 0.5, negative under 0.4, low-quality matches at
+    any IoU."""
+    return MaxIoUAssigner(0.5, 0.4, min_pos_iou=0.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -12,7 +12,6 @@ from torch import nn
 from ...checkpoint import fat_interaction, load_finetune
 from ...data import Splits
 from ...errors import FatvitError, unknown_choice
-from ...models.backbone import features_autocast
 from ..base import Metric, Runner, Task, evaluate_batches, split_of
 from ..scenes import embedded_scenes
 from .data import CocoDetection, collate_detection, detection_transform
@@ -64,12 +63,6 @@ def to_device(images: List[torch.Tensor], targets: List[Dict[str, Any]], device:
     return images, moved
 
 
-def detector_autocast(model: nn.Module, device: torch.device, dtype: Optional[torch.dtype]) -> ContextManager[Any]:
-    """A detector's mixed precision, as mmdet's fp16: the backbone and neck in ``dtype``; anchors, losses, box
-    decoding and NMS in float32 (:func:`fatvit.models.backbone.features_autocast`)."""
-    return features_autocast(model, dtype)
-
-
 def same_size_groups(images: Sequence[torch.Tensor]) -> List[List[int]]:
     """The indices of ``images`` grouped by height and width, in the order each size first appears.
 
@@ -99,8 +92,8 @@ def evaluate_detector(
     partner's size changes its detections. ``padded_batches`` runs each batch as one forward instead, padded to
     its largest image (torchvision's way; faster with mixed sizes, but an image's result depends on its partners).
 
-    ``amp_dtype`` runs the backbone and neck in that dtype; the heads, box decoding and NMS run in float32
-    (:func:`fatvit.models.backbone.features_autocast`)."""
+    ``amp_dtype`` runs the model under autocast, which fatvit's detectors keep to their backbone and neck: the
+    heads, box decoding and NMS run in float32 (:class:`fatvit.tasks.detection.models.FP32Heads`)."""
     masks = hasattr(model, "roi_heads") and model.roi_heads.has_mask()
     evaluator = CocoEvaluator(coco_gt, cat_ids, model.label_offset, ("bbox", "segm") if masks else ("bbox",))
 
@@ -112,7 +105,7 @@ def evaluate_detector(
         evaluator.update([t["image_id"] for t in targets], outputs)
         return len(images)
 
-    metrics = evaluate_batches(model, loader, step, evaluator.compute, device, amp_dtype, autocast=detector_autocast)
+    metrics = evaluate_batches(model, loader, step, evaluator.compute, device, amp_dtype)
     return metrics, evaluator.text
 
 
@@ -190,8 +183,6 @@ class DetectionTask(Task):
     def loss(self, model: nn.Module, inputs: Any, targets: Any) -> torch.Tensor:
         losses = model(inputs, targets)
         return sum(losses.values())
-
-    autocast = staticmethod(detector_autocast)
 
     def evaluate(
         self, model: nn.Module, loader: Any, device: torch.device, amp_dtype: Optional[torch.dtype], channels_last: bool
